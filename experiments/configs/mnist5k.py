@@ -1,0 +1,19 @@
+"""Small spiking CNN on the embedded mnist5k (4,000 train / 1,000 test real MNIST images).
+
+T=1 training with Gaussian noise (mean theta/2, std theta/sqrt(12): the residual potential's own
+mean and std, METHOD.md section 3), Adam 1e-3 with cosine decay, 15 epochs, batch 64.
+"""
+
+from noisesnn_jax.config import get_config as base
+
+
+def get_config():
+    c = base()
+    c.dataset.name = "mnist5k"
+    c.model.name = "cnn"
+    c.model.channels = (16, 32, 64, 64)
+    c.model.pool_after = (0, 2)
+    c.noise.kind = "gaussian"
+    c.train.epochs = 15
+    c.train.batch_size = 64
+    return c

@@ -1,0 +1,144 @@
+"""The ``noisesnn`` command: ``train`` and ``evaluate``.
+
+    noisesnn train --config experiments/configs/mnist5k.py --workdir runs/m [--config.x=y ...]
+    noisesnn evaluate --workdir runs/m --timesteps 1,2,4,8,16,32 [--json out.json] [--plot out.png]
+
+A user's mistake (bad config value, unknown key, bad data, missing or corrupt checkpoint) ends
+with one line on stderr and exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from noisesnn_jax.errors import NoiseSNNError
+
+
+def _parse_timesteps(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--timesteps {text!r} is invalid; use integers >= 1 "
+                                         f"separated by commas, e.g. 1,2,4,8") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"--timesteps {text!r} is invalid; use integers >= 1 "
+                                         f"separated by commas, e.g. 1,2,4,8")
+    return values
+
+
+def format_table(results: list[dict[str, Any]], names: list[str] | None = None) -> str:
+    """Markdown table: one row per T, one column per result (accuracy in %)."""
+    names = names or [r.get("name", r["workdir"]) for r in results]
+    timesteps = results[0]["timesteps"]
+    head = "| T | " + " | ".join(names) + " |"
+    sep = "|---:|" + "---:|" * len(results)
+    rows = [head, sep]
+    rows.append("| T=1, noise sampled | " + " | ".join(
+        f"{100 * r['t1_noisy_accuracy']:.2f}" for r in results) + " |")
+    for i, T in enumerate(timesteps):
+        rows.append(f"| {T} | " + " | ".join(f"{100 * r['accuracy'][i]:.2f}" for r in results) + " |")
+    return "\n".join(rows)
+
+
+def plot_accuracy(results: list[dict[str, Any]], path: str, names: list[str] | None = None,
+                  title: str = "") -> None:
+    """Accuracy against T (log2 axis), one line per result, written to ``path`` (PNG)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = names or [r.get("name", r["workdir"]) for r in results]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r, name in zip(results, names):
+        if r.get("activation") == "relu":
+            ax.axhline(100 * r["accuracy"][0], ls="--", color="gray", label=f"{name} (ANN)")
+            continue
+        ax.plot(r["timesteps"], [100 * a for a in r["accuracy"]], marker="o", label=name)
+        ax.axhline(100 * r["t1_accuracy"], ls=":", lw=0.8, color=ax.lines[-1].get_color())
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("time steps T (converted network)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title or "Accuracy after T=1 -> T=N conversion (dotted: T=1)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
+    from noisesnn_jax import config as config_lib
+    from noisesnn_jax.train import train_and_evaluate
+    config = config_lib.load_config(args.config) if args.config else config_lib.get_config()
+    config_lib.apply_overrides(config, extra)
+    config_lib.validate(config)
+    train_and_evaluate(config, args.workdir, progress=not args.no_progress)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
+    if extra:
+        raise NoiseSNNError(f"evaluate takes no config overrides (got {extra[0]!r}); it uses the "
+                            f"workdir's saved config")
+    from noisesnn_jax.train import evaluate_run
+    result = evaluate_run(args.workdir, args.timesteps, fold_bn=not args.no_fold_bn,
+                          log=lambda m: print(m, file=sys.stderr))
+    print(f"{result['dataset']} / {result['model']} ({result['activation']}, noise "
+          f"{result['noise']['kind']}), {result['num_test']} test images")
+    print(f"T=1 accuracy, noise at its mean: {100 * result['t1_accuracy']:.2f}%; "
+          f"noise sampled: {100 * result['t1_noisy_accuracy']:.2f}%")
+    print("| T | accuracy (%) | mean firing rate |")
+    print("|---:|---:|---:|")
+    for T, acc in zip(result["timesteps"], result["accuracy"]):
+        rates = result["firing_rates"][str(T)]
+        mean_rate = sum(rates.values()) / len(rates) if rates else float("nan")
+        print(f"| {T} | {100 * acc:.2f} | {mean_rate:.4f} |")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    if args.plot:
+        plot_accuracy([result], args.plot, [os.path.basename(os.path.normpath(args.workdir))])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``noisesnn``."""
+    p = argparse.ArgumentParser(prog="noisesnn", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train at T=1 (resumes if the workdir has a checkpoint)")
+    t.add_argument("--config", help="Python config file with get_config() (default: built-in)")
+    t.add_argument("--workdir", required=True, help="folder for checkpoints, config and metrics")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e = sub.add_parser("evaluate", help="evaluate a trained workdir at T=1 and converted T=N")
+    e.add_argument("--workdir", required=True)
+    e.add_argument("--timesteps", type=_parse_timesteps, default=None,
+                   help="comma-separated T values (default: the config's eval.timesteps)")
+    e.add_argument("--json", help="write the results as JSON here")
+    e.add_argument("--plot", help="write accuracy against T as a PNG here")
+    e.add_argument("--no-fold-bn", action="store_true", help="do not fold batch norm")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``noisesnn``; returns the exit code."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    try:
+        if args.command == "train":
+            return _cmd_train(args, extra)
+        return _cmd_evaluate(args, extra)
+    except (NoiseSNNError, FloatingPointError) as e:
+        print(f"noisesnn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"noisesnn {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Experiment configuration: an ``ml_collections.ConfigDict``, validated, overridable from the CLI.
+
+Config files are Python files with ``get_config()`` (see ``experiments/configs/``). Command-line
+overrides look like ``--config.train.epochs=3``: the key must exist and the value is parsed as a
+Python literal and checked against the field's type.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import math
+import os
+from typing import Any
+
+import ml_collections
+
+from noisesnn_jax.data import DATASETS
+from noisesnn_jax.errors import ConfigError
+from noisesnn_jax.models import ACTIVATIONS, MODELS, POOLS
+from noisesnn_jax.neurons import RESETS
+from noisesnn_jax.spikes import NOISE_KINDS
+from noisesnn_jax.surrogate import SURROGATES
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """Defaults: small CNN on ``mnist5k``, T=1 training with Gaussian noise."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.dataset = ml_collections.ConfigDict({"name": "mnist5k", "path": ""})
+    c.model = ml_collections.ConfigDict({
+        "name": "cnn", "activation": "spike", "channels": (16, 32, 64, 64),
+        "pool_after": (0, 2), "pool": "avg", "hidden": (256, 256), "batch_norm": True,
+        "learn_threshold": False, "learn_std": False})
+    # tau = 0.0 means IF (no leak); alpha = 0.0 means the surrogate's default sharpness.
+    c.neuron = ml_collections.ConfigDict({
+        "threshold": 1.0, "tau": 0.0, "reset": "subtract", "surrogate": "triangle", "alpha": 0.0})
+    c.noise = ml_collections.ConfigDict({"kind": "gaussian", "mean": 0.5, "std": 12 ** -0.5})
+    c.train = ml_collections.ConfigDict({
+        "epochs": 15, "batch_size": 64, "optimizer": "adam", "learning_rate": 1e-3,
+        "schedule": "cosine", "weight_decay": 0.0, "momentum": 0.9, "label_smoothing": 0.0,
+        "checkpoint_every_steps": 0, "keep_checkpoints": 3, "log_every_steps": 0})
+    c.eval = ml_collections.ConfigDict({
+        "timesteps": (1, 2, 4, 8, 16, 32), "batch_size": 500})
+    return c
+
+
+def load_config(path: str) -> ml_collections.ConfigDict:
+    """Run ``get_config()`` of the Python file at ``path``."""
+    if not os.path.exists(path):
+        raise ConfigError(f"config file {path!r} not found; pass an existing file such as "
+                          f"experiments/configs/mnist5k.py")
+    spec = importlib.util.spec_from_file_location("_noisesnn_config", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise ConfigError(f"config file {path!r} failed to load ({type(e).__name__}: {e})") from None
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path!r} has no get_config(); define one returning a ConfigDict")
+    return module.get_config()
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
+    """Set ``config.<key>`` from a command-line string; unknown keys and wrong types are errors."""
+    parts = key.split(".")
+    node = config
+    for i, part in enumerate(parts):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+            where = ".".join(parts[:i]) or "config"
+            raise ConfigError(f"unknown config key 'config.{key}': {where} has no field {part!r}"
+                              f" (known: {', '.join(known)})")
+        if i < len(parts) - 1:
+            node = node[part]
+    old = node[parts[-1]]
+    value = _parse_value(text)
+    if isinstance(old, ml_collections.ConfigDict):
+        raise ConfigError(f"config.{key} is a group; set one of its fields, e.g. config.{key}.{sorted(old.keys())[0]}")
+    if isinstance(old, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"config.{key}={text!r} is invalid; expected True or False")
+    elif isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    elif isinstance(old, tuple):
+        if isinstance(value, (int, float)):
+            value = (value,)
+        if isinstance(value, list):
+            value = tuple(value)
+        if not isinstance(value, tuple):
+            raise ConfigError(f"config.{key}={text!r} is invalid; expected a tuple such as 1,2,4")
+    elif isinstance(old, str):
+        value = text
+    elif old is not None and type(value) is not type(old):
+        raise ConfigError(f"config.{key}={text!r} is invalid; expected a {type(old).__name__}")
+    node[parts[-1]] = value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, args: list[str]) -> ml_collections.ConfigDict:
+    """Apply ``--config.a.b=value`` (or ``--config.a.b value``) arguments in order."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--config."):
+            raise ConfigError(f"unexpected argument {arg!r}; overrides look like --config.train.epochs=3")
+        body = arg[len("--config."):]
+        if "=" in body:
+            key, text = body.split("=", 1)
+        elif i + 1 < len(args):
+            key, text = body, args[i + 1]
+            i += 1
+        else:
+            raise ConfigError(f"{arg} has no value; write {arg}=VALUE")
+        apply_override(config, key, text)
+        i += 1
+    return config
+
+
+def _require(cond: bool, field: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise ConfigError(f"config.{field}={value!r} is invalid; {allowed}")
+
+
+def _positive(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Check every value a user can set; raise :class:`ConfigError` naming the field and the fix."""
+    _require(isinstance(c.seed, int), "seed", c.seed, "it must be an integer")
+    _require(c.dataset.name in DATASETS, "dataset.name", c.dataset.name, f"choose one of {list(DATASETS)}")
+    m = c.model
+    _require(m.name in MODELS, "model.name", m.name, f"choose one of {sorted(MODELS)}")
+    _require(m.activation in ACTIVATIONS, "model.activation", m.activation, f"choose one of {list(ACTIVATIONS)}")
+    _require(m.pool in POOLS, "model.pool", m.pool, f"choose one of {list(POOLS)}")
+    for f in ("channels", "hidden"):
+        v = m[f]
+        _require(isinstance(v, tuple) and len(v) > 0 and all(isinstance(w, int) and w > 0 for w in v),
+                 f"model.{f}", v, "use a non-empty tuple of positive integers")
+    _require(all(isinstance(i, int) and 0 <= i < len(m.channels) for i in m.pool_after),
+             "model.pool_after", m.pool_after, f"use block indices in 0..{len(m.channels) - 1}")
+    n = c.neuron
+    _require(_positive(n.threshold), "neuron.threshold", n.threshold, "it must be a number > 0")
+    _require(n.tau == 0 or (_positive(n.tau) and n.tau >= 1), "neuron.tau", n.tau,
+             "use 0 for IF (no leak) or a number >= 1 for LIF")
+    _require(n.reset in RESETS, "neuron.reset", n.reset, f"choose one of {list(RESETS)}")
+    _require(n.surrogate in SURROGATES, "neuron.surrogate", n.surrogate, f"choose one of {sorted(SURROGATES)}")
+    _require(n.alpha == 0 or _positive(n.alpha), "neuron.alpha", n.alpha,
+             "use 0 for the surrogate's default or a number > 0")
+    z = c.noise
+    _require(z.kind in NOISE_KINDS, "noise.kind", z.kind, f"choose one of {list(NOISE_KINDS)}")
+    _require(isinstance(z.mean, (int, float)) and math.isfinite(z.mean), "noise.mean", z.mean,
+             "it must be a finite number (in units of the threshold)")
+    _require(_positive(z.std), "noise.std", z.std, "it must be a number > 0 (in units of the threshold)")
+    t = c.train
+    _require(isinstance(t.epochs, int) and t.epochs >= 1, "train.epochs", t.epochs, "it must be an integer >= 1")
+    _require(isinstance(t.batch_size, int) and t.batch_size >= 1, "train.batch_size", t.batch_size,
+             "it must be an integer >= 1")
+    _require(t.optimizer in OPTIMIZERS, "train.optimizer", t.optimizer, f"choose one of {list(OPTIMIZERS)}")
+    _require(t.schedule in SCHEDULES, "train.schedule", t.schedule, f"choose one of {list(SCHEDULES)}")
+    _require(_positive(t.learning_rate), "train.learning_rate", t.learning_rate, "it must be a number > 0")
+    _require(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "it must be >= 0")
+    _require(0 <= t.label_smoothing < 1, "train.label_smoothing", t.label_smoothing, "use a value in [0, 1)")
+    _require(isinstance(t.checkpoint_every_steps, int) and t.checkpoint_every_steps >= 0,
+             "train.checkpoint_every_steps", t.checkpoint_every_steps, "use 0 (every epoch) or a positive integer")
+    _require(isinstance(t.keep_checkpoints, int) and t.keep_checkpoints >= 1, "train.keep_checkpoints",
+             t.keep_checkpoints, "it must be an integer >= 1")
+    e = c.eval
+    _require(isinstance(e.timesteps, tuple) and len(e.timesteps) > 0
+             and all(isinstance(v, int) and v >= 1 for v in e.timesteps),
+             "eval.timesteps", e.timesteps, "use a tuple of integers >= 1, e.g. (1, 2, 4, 8)")
+    _require(isinstance(e.batch_size, int) and e.batch_size >= 1, "eval.batch_size", e.batch_size,
+             "it must be an integer >= 1")
+    return c
+
+
+def to_json(c: ml_collections.ConfigDict) -> str:
+    """The config as sorted JSON (tuples become lists)."""
+    return json.dumps(c.to_dict(), sort_keys=True, indent=1)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+    """Inverse of :func:`to_json` onto the defaults (lists become tuples)."""
+    def fix(v):
+        if isinstance(v, list):
+            return tuple(v)
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        return v
+    data = fix(json.loads(text))
+    c = get_config()
+    for group, values in data.items():
+        if isinstance(values, dict) and group in c:
+            for k, v in values.items():
+                c[group][k] = v
+        else:
+            c[group] = values
+    return c

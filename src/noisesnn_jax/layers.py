@@ -1,0 +1,131 @@
+"""Flax Linen layers that run in two time modes with the same variables (DESIGN.md).
+
+Tensor layout. In T=1 mode (``timesteps=1``) a layer sees ``[B, ...]``. In multi-step mode
+(``timesteps=T > 1``) every tensor after the first spiking layer is time-major and flattened,
+``[T*B, ...]`` with row ``t*B + b``, so stateless layers (conv, dense, pooling, batch norm in
+inference mode) process all steps as one batch; only :class:`SpikingNeuron` reshapes to
+``[T, B, ...]`` and iterates over time under ``lax.scan``. The input current of the first spiking
+layer is ``[B, ...]`` and constant in time (direct coding): it is computed once, not ``T`` times.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from noisesnn_jax import neurons
+from noisesnn_jax.neurons import Neuron
+from noisesnn_jax.spikes import Noise, noisy_spike
+
+Array = jax.Array
+STATE_COLLECTION = "neuron_state"
+
+
+def to_time_major(x: Array, timesteps: int) -> Array:
+    """``[T*B, ...] -> [T, B, ...]``."""
+    return x.reshape((timesteps, x.shape[0] // timesteps) + x.shape[1:])
+
+
+def from_time_major(x: Array) -> Array:
+    """``[T, B, ...] -> [T*B, ...]``."""
+    return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
+def time_average(x: Array, timesteps: int) -> Array:
+    """Mean over time of a flattened time-major tensor: ``[T*B, ...] -> [B, ...]``."""
+    if timesteps == 1:
+        return x
+    return to_time_major(x, timesteps).mean(axis=0)
+
+
+class SpikingNeuron(nn.Module):
+    """IF/LIF spiking layer: noisy single step at T=1, deterministic dynamics at T=N.
+
+    Output is ``theta * s`` (the spike amplitude is the threshold), so the rate of a multi-step
+    neuron and the expected T=1 spike are on the same scale as the input current.
+
+    Attributes:
+      neuron: dynamics (threshold, tau, reset, surrogate). ``neuron.v_init`` is not used: the
+        multi-step network starts at ``v_init = noise.mean * theta`` (METHOD.md, section 4).
+      noise: T=1 noise; kind ``none`` is the deterministic ablation.
+      learn_threshold: a trainable per-channel threshold (param ``threshold``, shape ``[C]``).
+      learn_std: a trainable per-channel noise std (param ``noise_std``, shape ``[C]``).
+    """
+
+    neuron: Neuron = Neuron()
+    noise: Noise = Noise()
+    learn_threshold: bool = False
+    learn_std: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array, *, timesteps: int = 1, constant: bool = False,
+                 train: bool = False, sample_noise: bool | None = None,
+                 stateful: bool = False) -> Array:
+        """Fire.
+
+        Args:
+          x: input current, ``[B, ..., C]`` at T=1 or when ``constant``, else ``[T*B, ..., C]``.
+          timesteps: ``T``; 1 is the single-step (noisy) network.
+          constant: ``x`` is ``[B, ...]`` and held constant over the ``T`` steps (first layer).
+          train: training mode; at T=1 noise is sampled when training.
+          sample_noise: override whether T=1 noise is sampled (default: ``train``).
+          stateful: one step of a network run step by step, the potential kept in the
+            ``neuron_state`` collection (the naive reference; ``timesteps`` must be 1).
+
+        Returns:
+          ``theta * spikes``: ``[B, ...]`` at T=1, ``[T*B, ...]`` in multi-step mode.
+        """
+        channels = x.shape[-1]
+        if self.learn_threshold:
+            theta = self.param("threshold", nn.initializers.constant(self.neuron.threshold),
+                               (channels,), jnp.float32)
+            theta = jnp.maximum(theta, 1e-3).astype(x.dtype)
+        else:
+            theta = self.neuron.threshold
+        std = None
+        if self.learn_std:
+            std = self.param("noise_std", nn.initializers.constant(self.noise.std),
+                             (channels,), jnp.float32)
+            std = jnp.maximum(jnp.abs(std), 1e-3).astype(x.dtype)
+        v_init = self.noise.mean * theta
+
+        if stateful:
+            v = self.variable(STATE_COLLECTION, "v",
+                              lambda: jnp.broadcast_to(jnp.asarray(v_init, x.dtype), x.shape))
+            v_next, s = neurons.step(self.neuron, v.value, x, theta)
+            if not self.is_initializing():
+                v.value = v_next
+        elif timesteps == 1:
+            sample = train if sample_noise is None else sample_noise
+            sample = sample and self.noise.stochastic
+            key = self.make_rng("noise") if sample else None
+            s = noisy_spike(self.neuron, self.noise, x, key, threshold=theta, std=std,
+                            sample=sample)
+        else:
+            v0 = jnp.asarray(v_init, x.dtype)
+            if constant:
+                spikes, _ = neurons.run_constant(self.neuron, x, timesteps, v0, theta)
+            else:
+                spikes, _ = neurons.run(self.neuron, to_time_major(x, timesteps), v0, theta)
+            s = from_time_major(spikes)
+        self.sow("intermediates", "firing_rate", jnp.mean(s.astype(jnp.float32)))
+        return s * theta
+
+
+class Activation(nn.Module):
+    """``relu`` (the ANN reference) or ``spike`` (a :class:`SpikingNeuron`), one switch per model."""
+
+    kind: str = "spike"
+    neuron: Neuron = Neuron()
+    noise: Noise = Noise()
+    learn_threshold: bool = False
+    learn_std: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array, **mode) -> Array:
+        """Apply the activation; ``mode`` are :class:`SpikingNeuron`'s keyword arguments."""
+        if self.kind == "relu":
+            return nn.relu(x)
+        return SpikingNeuron(self.neuron, self.noise, self.learn_threshold, self.learn_std,
+                             name="neuron")(x, **mode)

@@ -1,0 +1,131 @@
+"""Spiking models built from :mod:`noisesnn_jax.layers`; each also builds as a ReLU ANN.
+
+Every model takes ``x`` as ``[B, ...]`` and returns logits ``[B, K]``, and runs in the two modes
+of :class:`~noisesnn_jax.layers.SpikingNeuron` with the same variables::
+
+    model.apply(variables, x, train=True, rngs={"noise": key}, mutable=["batch_stats"])  # T=1
+    model.apply(variables, x, timesteps=8)   # multi-step, logits averaged over the 8 steps
+
+The readout layer does not spike. Module names are ``conv{i}``/``dense{i}``, ``bn{i}`` and
+``act{i}`` so that :func:`noisesnn_jax.convert.fold_batchnorm` can pair them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from noisesnn_jax.layers import Activation, time_average
+from noisesnn_jax.neurons import Neuron
+from noisesnn_jax.spikes import Noise
+
+Array = jax.Array
+ACTIVATIONS = ("spike", "relu")
+POOLS = ("avg", "max")
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.9
+
+
+def _check_mode(activation: str, timesteps: Any, stateful: bool) -> int:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation={activation!r} is invalid; choose one of {list(ACTIVATIONS)}")
+    if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps < 1:
+        raise ValueError(f"timesteps={timesteps!r} is invalid; it must be an integer >= 1")
+    if stateful and timesteps != 1:
+        raise ValueError("stateful=True runs one step at a time; pass timesteps=1")
+    # The ANN has no time: it ignores timesteps.
+    return timesteps if activation == "spike" else 1
+
+
+class _SNNBase(nn.Module):
+    """Shared fields: classes, activation, neuron and noise, batch-norm handling, dtype."""
+
+    num_classes: int = 10
+    activation: str = "spike"
+    neuron: Neuron = Neuron()
+    noise: Noise = Noise()
+    learn_threshold: bool = False
+    learn_std: bool = False
+    batch_norm: bool = True
+    fold_bn: bool = False  # batch norm folded into the preceding layer's weights and bias
+    dtype: Any = jnp.float32
+
+    def _norm(self, x: Array, i: int, train: bool) -> Array:
+        if self.fold_bn or not self.batch_norm:
+            return x
+        return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS,
+                            dtype=self.dtype, name=f"bn{i}")(x)
+
+    @property
+    def _layer_bias(self) -> bool:
+        return self.fold_bn or not self.batch_norm
+
+    def _act(self, x: Array, i: int, mode: dict) -> Array:
+        return Activation(self.activation, self.neuron, self.noise, self.learn_threshold,
+                          self.learn_std, name=f"act{i}")(x, **mode)
+
+
+class MLP(_SNNBase):
+    """Dense-BN-spike blocks and a non-spiking dense readout: ``[B, ...] -> [B, K]``."""
+
+    hidden: Sequence[int] = (256, 256)
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool = False, timesteps: int = 1,
+                 sample_noise: bool | None = None, stateful: bool = False) -> Array:
+        """Logits ``[B, K]``, averaged over ``timesteps`` in multi-step mode."""
+        T = _check_mode(self.activation, timesteps, stateful)
+        x = x.reshape((x.shape[0], -1)).astype(self.dtype)
+        expanded = False
+        for i, width in enumerate(self.hidden):
+            x = nn.Dense(width, use_bias=self._layer_bias, dtype=self.dtype, name=f"dense{i}")(x)
+            x = self._norm(x, i, train)
+            x = self._act(x, i, dict(timesteps=T, constant=not expanded, train=train,
+                                     sample_noise=sample_noise, stateful=stateful))
+            expanded = expanded or T > 1
+        logits = nn.Dense(self.num_classes, dtype=self.dtype, name="readout")(x)
+        return time_average(logits, T if expanded else 1).astype(jnp.float32)
+
+
+class CNN(_SNNBase):
+    """Conv3x3-BN-spike blocks, pooling after chosen blocks, a non-spiking dense readout.
+
+    Input ``[B, H, W, C]`` (channels-last); logits ``[B, K]``. ``pool="max"`` on spikes is an OR
+    per time step; ``"avg"`` is exact on rates.
+    """
+
+    channels: Sequence[int] = (16, 32, 64, 64)
+    pool_after: Sequence[int] = (0, 2)
+    pool: str = "avg"
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool = False, timesteps: int = 1,
+                 sample_noise: bool | None = None, stateful: bool = False) -> Array:
+        """Logits ``[B, K]``, averaged over ``timesteps`` in multi-step mode."""
+        T = _check_mode(self.activation, timesteps, stateful)
+        if self.pool not in POOLS:
+            raise ValueError(f"pool={self.pool!r} is invalid; choose one of {list(POOLS)}")
+        if x.ndim != 4:
+            raise ValueError(f"CNN expects images [B, H, W, C]; got shape {tuple(x.shape)}")
+        x = x.astype(self.dtype)
+        expanded = False
+        for i, width in enumerate(self.channels):
+            x = nn.Conv(width, (3, 3), padding="SAME", use_bias=self._layer_bias,
+                        dtype=self.dtype, name=f"conv{i}")(x)
+            x = self._norm(x, i, train)
+            x = self._act(x, i, dict(timesteps=T, constant=not expanded, train=train,
+                                     sample_noise=sample_noise, stateful=stateful))
+            expanded = expanded or T > 1
+            if i in self.pool_after:
+                pool = nn.avg_pool if self.pool == "avg" else nn.max_pool
+                x = pool(x, (2, 2), strides=(2, 2))
+        x = x.reshape((x.shape[0], -1))
+        logits = nn.Dense(self.num_classes, dtype=self.dtype, name="readout")(x)
+        return time_average(logits, T if expanded else 1).astype(jnp.float32)
+
+
+MODELS = {"mlp": MLP, "cnn": CNN}

@@ -1,0 +1,148 @@
+"""Integrate-and-fire neuron dynamics as pure functions (no Flax).
+
+For time steps ``t = 1..T`` and input current ``x_t`` (METHOD.md, section 1)::
+
+    charge:  m_t = v_{t-1} + x_t                     (IF, tau=None)
+             m_t = v_{t-1} + (x_t - v_{t-1}) / tau   (LIF, leaks toward 0)
+    fire:    s_t = 1[m_t >= theta]
+    reset:   v_t = m_t - theta * s_t                 ("subtract", soft reset)
+             v_t = m_t * (1 - s_t)                   ("zero", hard reset)
+    start:   v_0 = v_init
+
+Spikes are 0/1 in the input's floating dtype. The fire step is differentiable through a named
+surrogate gradient (:mod:`noisesnn_jax.surrogate`), so :func:`run` supports backpropagation
+through time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+from noisesnn_jax.surrogate import DEFAULT_ALPHA, check_surrogate, heaviside
+
+Array = jax.Array
+RESETS = ("subtract", "zero")
+
+
+@dataclasses.dataclass(frozen=True)
+class Neuron:
+    """Frozen, hashable description of IF/LIF dynamics.
+
+    Attributes:
+      threshold: firing threshold ``theta > 0``.
+      tau: membrane time constant; ``None`` for IF, ``tau >= 1`` for LIF (``tau=1`` forgets at once).
+      reset: ``"subtract"`` (soft reset, keeps the residual) or ``"zero"`` (hard reset).
+      v_init: initial potential ``v_0``.
+      surrogate: backward pass of the step function (``triangle``, ``atan``, ``sigmoid``,
+        ``rectangle``), used by BPTT through :func:`run`.
+      alpha: surrogate sharpness; ``None`` takes the surrogate's default.
+    """
+
+    threshold: float = 1.0
+    tau: float | None = None
+    reset: str = "subtract"
+    v_init: float = 0.0
+    surrogate: str = "triangle"
+    alpha: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold)
+                and self.threshold > 0):
+            raise ValueError(f"threshold={self.threshold!r} is invalid; it must be a finite number > 0")
+        if self.tau is not None and not (isinstance(self.tau, (int, float))
+                                         and math.isfinite(self.tau) and self.tau >= 1):
+            raise ValueError(f"tau={self.tau!r} is invalid; use None (IF) or a finite number >= 1 (LIF)")
+        if self.reset not in RESETS:
+            raise ValueError(f"reset={self.reset!r} is invalid; choose one of {list(RESETS)}")
+        if not (isinstance(self.v_init, (int, float)) and math.isfinite(self.v_init)):
+            raise ValueError(f"v_init={self.v_init!r} is invalid; it must be a finite number")
+        try:
+            check_surrogate(self.surrogate)
+        except ValueError as e:
+            raise ValueError(str(e)) from None
+        if self.alpha is not None and not (isinstance(self.alpha, (int, float))
+                                           and math.isfinite(self.alpha) and self.alpha > 0):
+            raise ValueError(f"alpha={self.alpha!r} is invalid; use None or a finite number > 0")
+
+    @property
+    def surrogate_alpha(self) -> float:
+        """The surrogate sharpness in effect."""
+        return DEFAULT_ALPHA[self.surrogate] if self.alpha is None else float(self.alpha)
+
+
+def charge(neuron: Neuron, v: Array, x: Array) -> Array:
+    """Charged potential ``m = v + x`` (IF) or ``v + (x - v) / tau`` (LIF)."""
+    if neuron.tau is None:
+        return v + x
+    return v + (x - v) / neuron.tau
+
+
+def fire(neuron: Neuron, m: Array, threshold: Array | float | None = None) -> Array:
+    """Spike ``1[m >= theta]`` with the neuron's surrogate gradient."""
+    theta = neuron.threshold if threshold is None else threshold
+    return heaviside((m - theta) / theta, neuron.surrogate, neuron.surrogate_alpha)
+
+
+def reset(neuron: Neuron, m: Array, spike: Array, threshold: Array | float | None = None) -> Array:
+    """Potential after firing: ``m - theta*s`` (subtract) or ``m*(1 - s)`` (zero)."""
+    theta = neuron.threshold if threshold is None else threshold
+    if neuron.reset == "subtract":
+        return m - theta * spike
+    return m * (1.0 - spike)
+
+
+def step(neuron: Neuron, v: Array, x: Array,
+         threshold: Array | float | None = None) -> tuple[Array, Array]:
+    """One time step: ``(v_{t-1}, x_t) -> (v_t, s_t)``; ``threshold`` overrides ``neuron.threshold``."""
+    m = charge(neuron, v, x)
+    s = fire(neuron, m, threshold)
+    return reset(neuron, m, s, threshold), s
+
+
+def initial_potential(neuron: Neuron, like: Array, v0: Array | float | None = None) -> Array:
+    """``v_0`` broadcast to ``like``'s shape and dtype (``neuron.v_init`` when ``v0`` is None)."""
+    value = neuron.v_init if v0 is None else v0
+    return jnp.broadcast_to(jnp.asarray(value, like.dtype), like.shape)
+
+
+def run(neuron: Neuron, xs: Array, v0: Array | float | None = None,
+        threshold: Array | float | None = None) -> tuple[Array, Array]:
+    """Run ``T`` steps under ``lax.scan``: ``xs [T, ...] -> (spikes [T, ...], v_T [...])``."""
+    xs = jnp.asarray(xs)
+    if xs.ndim < 1:
+        raise ValueError(f"xs must be time-major [T, ...]; got a scalar of shape {xs.shape}")
+    if not jnp.issubdtype(xs.dtype, jnp.floating):
+        xs = xs.astype(jnp.float32)
+    v = initial_potential(neuron, xs[0], v0)
+
+    def body(v: Array, x: Array) -> tuple[Array, Array]:
+        v, s = step(neuron, v, x, threshold)
+        return v, s
+
+    v_final, spikes = jax.lax.scan(body, v, xs)
+    return spikes, v_final
+
+
+def run_constant(neuron: Neuron, x: Array, timesteps: int, v0: Array | float | None = None,
+                 threshold: Array | float | None = None) -> tuple[Array, Array]:
+    """Run ``T`` steps on a current held constant over time: ``x [...] -> (spikes [T, ...], v_T)``.
+
+    Equal to ``run(neuron, broadcast(x, [T, ...]))`` without materializing ``T`` copies of ``x``.
+    """
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.float32)
+    if int(timesteps) < 1:
+        raise ValueError(f"timesteps={timesteps!r} is invalid; it must be an integer >= 1")
+    v = initial_potential(neuron, x, v0)
+
+    def body(v: Array, _: None) -> tuple[Array, Array]:
+        v, s = step(neuron, v, x, threshold)
+        return v, s
+
+    v_final, spikes = jax.lax.scan(body, v, None, length=int(timesteps))
+    return spikes, v_final

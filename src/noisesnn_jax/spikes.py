@@ -1,0 +1,156 @@
+"""Noise distributions and the single-step (T=1) noisy spiking neuron (METHOD.md, section 3).
+
+A T=1 neuron with threshold ``theta`` carries a noise offset ``n = theta * (mu + sigma * eps)``
+on its potential, where ``eps`` has zero mean and unit variance, and fires ``s = 1[x + n >= theta]``.
+The spike is a Bernoulli variable with mean::
+
+    E[s] = P(eps >= z) = 1 - F(z),     z = (theta * (1 - mu) - x) / (theta * sigma)
+
+and the backward pass is the exact gradient of that expectation, the noise density at the
+boundary: ``dE[s]/dx = p(z) / (theta * sigma)``. Gradients with respect to ``theta`` and
+``sigma`` follow from the same formula by the chain rule through ``z``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+
+from noisesnn_jax.neurons import Neuron
+from noisesnn_jax.surrogate import heaviside
+
+Array = jax.Array
+NOISE_KINDS = ("gaussian", "uniform", "logistic", "none")
+_SQRT3 = math.sqrt(3.0)
+_LOGISTIC_SCALE = _SQRT3 / math.pi  # logistic scale with unit variance
+
+
+@dataclasses.dataclass(frozen=True)
+class Noise:
+    """Noise on the T=1 potential, in units of the threshold.
+
+    Attributes:
+      kind: ``gaussian``, ``uniform``, ``logistic`` or ``none`` (deterministic: ``n = mean``).
+      mean: ``mu``; the multi-step network starts at ``v_init = mu * theta``.
+      std: ``sigma > 0`` (ignored by ``none``). The defaults ``mu = 1/2``, ``sigma = 1/sqrt(12)``
+        are the mean and standard deviation of the residual potential, uniform on ``[0, theta)``.
+    """
+
+    kind: str = "gaussian"
+    mean: float = 0.5
+    std: float = 12 ** -0.5
+
+    def __post_init__(self) -> None:
+        if self.kind not in NOISE_KINDS:
+            raise ValueError(f"noise kind={self.kind!r} is invalid; choose one of {list(NOISE_KINDS)}")
+        if not (isinstance(self.mean, (int, float)) and math.isfinite(self.mean)):
+            raise ValueError(f"noise mean={self.mean!r} is invalid; it must be a finite number")
+        if not (isinstance(self.std, (int, float)) and math.isfinite(self.std) and self.std > 0):
+            raise ValueError(f"noise std={self.std!r} is invalid; it must be a finite number > 0")
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether the noise is random (every kind but ``none``)."""
+        return self.kind != "none"
+
+
+def sample_standard(kind: str, key: Array, shape: tuple[int, ...], dtype=jnp.float32) -> Array:
+    """Draw ``eps`` with zero mean and unit variance from the standardized ``kind``."""
+    if kind == "gaussian":
+        return jax.random.normal(key, shape, dtype)
+    if kind == "uniform":
+        return jax.random.uniform(key, shape, dtype, minval=-_SQRT3, maxval=_SQRT3)
+    if kind == "logistic":
+        return jax.random.logistic(key, shape, dtype) * jnp.asarray(_LOGISTIC_SCALE, dtype)
+    if kind == "none":
+        return jnp.zeros(shape, dtype)
+    raise ValueError(f"noise kind={kind!r} is invalid; choose one of {list(NOISE_KINDS)}")
+
+
+def standard_pdf(kind: str, z: Array) -> Array:
+    """Density ``p(z)`` of the standardized noise."""
+    if kind == "gaussian":
+        return jnp.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    if kind == "uniform":
+        return jnp.where(jnp.abs(z) <= _SQRT3, 1.0 / (2.0 * _SQRT3), 0.0).astype(z.dtype)
+    if kind == "logistic":
+        s = jax.nn.sigmoid(z / _LOGISTIC_SCALE)
+        return s * (1.0 - s) / _LOGISTIC_SCALE
+    raise ValueError(f"noise kind={kind!r} has no density; choose one of gaussian, uniform, logistic")
+
+
+def standard_cdf(kind: str, z: Array) -> Array:
+    """Distribution function ``F(z) = P(eps <= z)`` of the standardized noise."""
+    if kind == "gaussian":
+        return jax.scipy.stats.norm.cdf(z)
+    if kind == "uniform":
+        return jnp.clip((z + _SQRT3) / (2.0 * _SQRT3), 0.0, 1.0)
+    if kind == "logistic":
+        return jax.nn.sigmoid(z / _LOGISTIC_SCALE)
+    raise ValueError(f"noise kind={kind!r} has no distribution; choose one of gaussian, uniform, logistic")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _fire_on_margin(kind: str, z: Array, margin: Array) -> Array:
+    """Forward ``1[margin >= 0]``; backward ``d/dz = -p(z)`` (the margin carries no gradient)."""
+    return (margin >= 0).astype(z.dtype)
+
+
+def _fire_fwd(kind: str, z: Array, margin: Array) -> tuple[Array, Array]:
+    return _fire_on_margin(kind, z, margin), z
+
+
+def _fire_bwd(kind: str, z: Array, g: Array) -> tuple[Array, Array]:
+    return -g * standard_pdf(kind, z).astype(g.dtype), jnp.zeros_like(z)
+
+
+_fire_on_margin.defvjp(_fire_fwd, _fire_bwd)
+
+
+def expected_spike(noise: Noise, x: Array, threshold: Array | float = 1.0,
+                   std: Array | float | None = None) -> Array:
+    """Firing probability ``E[s] = 1 - F((theta*(1 - mu) - x) / (theta*sigma))``."""
+    sigma = noise.std if std is None else std
+    z = (threshold * (1.0 - noise.mean) - x) / (threshold * sigma)
+    return 1.0 - standard_cdf(noise.kind, z)
+
+
+def noisy_spike(neuron: Neuron, noise: Noise, x: Array, key: Array | None = None, *,
+                threshold: Array | float | None = None, std: Array | float | None = None,
+                sample: bool = True) -> Array:
+    """T=1 spike ``1[x + n >= theta]``, ``n = theta*(mu + sigma*eps)``, with the noise-density gradient.
+
+    Args:
+      neuron: threshold and (for kind ``none``) the surrogate gradient.
+      noise: the noise distribution.
+      x: input current, any shape, floating dtype.
+      key: PRNG key for ``eps``; required when ``sample`` and the noise is random.
+      threshold: overrides ``neuron.threshold`` (e.g. a learnable per-channel array).
+      std: overrides ``noise.std`` (e.g. a learnable per-channel array).
+      sample: draw ``eps`` (training, sampled evaluation) or set it to its mean 0.
+
+    Returns:
+      0/1 spikes in ``x``'s dtype. Backward: ``p(z) / (theta*sigma)`` with respect to ``x``; for kind
+      ``none``, the neuron's named surrogate of ``(x + theta*mu - theta) / theta``.
+    """
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.float32)
+    theta = neuron.threshold if threshold is None else threshold
+    if noise.kind == "none":
+        return heaviside((x + theta * noise.mean - theta) / theta, neuron.surrogate,
+                         neuron.surrogate_alpha)
+    sigma = noise.std if std is None else std
+    if sample:
+        if key is None:
+            raise ValueError("noisy_spike needs a PRNG key to sample noise; pass key=... or sample=False")
+        eps = sample_standard(noise.kind, key, x.shape, x.dtype)
+    else:
+        eps = jnp.zeros_like(x)
+    z = (theta * (1.0 - noise.mean) - x) / (theta * sigma)
+    margin = jax.lax.stop_gradient(x + theta * (noise.mean + sigma * eps) - theta)
+    return _fire_on_margin(noise.kind, z, margin)

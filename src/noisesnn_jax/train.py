@@ -1,0 +1,345 @@
+"""Training: a pure, jitted ``train_step``, the loop, orbax checkpoints, JSON-lines metrics.
+
+The noise of step ``k`` is drawn from ``fold_in(noise_key, k)`` and its batch is a function of
+``(seed, k)`` only, so a run resumed from a checkpoint at step ``k`` continues exactly as an
+uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import serialization
+from flax.training import train_state
+
+from noisesnn_jax import config as config_lib
+from noisesnn_jax import convert
+from noisesnn_jax.data import Dataset, load_dataset, steps_per_epoch, train_batch
+from noisesnn_jax.errors import CheckpointError, ConfigError
+from noisesnn_jax.models import MODELS
+from noisesnn_jax.neurons import Neuron
+from noisesnn_jax.spikes import Noise
+
+Array = jax.Array
+# Config groups that define the network and its data: a checkpoint is only resumed or evaluated
+# under the same values.
+IDENTITY_GROUPS = ("dataset", "model", "neuron", "noise")
+
+
+class TrainState(train_state.TrainState):
+    """Optax train state plus batch-norm statistics."""
+
+    batch_stats: Any = None
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int) -> Any:
+    """The Flax model that ``config.model``, ``config.neuron`` and ``config.noise`` describe."""
+    m, n, z = config.model, config.neuron, config.noise
+    try:
+        neuron = Neuron(threshold=float(n.threshold), tau=None if not n.tau else float(n.tau),
+                        reset=n.reset, surrogate=n.surrogate, alpha=float(n.alpha) or None)
+        noise = Noise(kind=z.kind, mean=float(z.mean), std=float(z.std))
+    except ValueError as e:
+        raise ConfigError(f"invalid neuron or noise config: {e}") from None
+    common = dict(num_classes=num_classes, activation=m.activation, neuron=neuron, noise=noise,
+                  learn_threshold=m.learn_threshold, learn_std=m.learn_std,
+                  batch_norm=m.batch_norm)
+    if m.name == "mlp":
+        return MODELS["mlp"](hidden=tuple(m.hidden), **common)
+    return MODELS[m.name](channels=tuple(m.channels), pool_after=tuple(m.pool_after), pool=m.pool,
+                          **common)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+    """Optimizer and learning-rate schedule from ``config.train``."""
+    t = config.train
+    if t.schedule == "cosine":
+        lr = optax.cosine_decay_schedule(t.learning_rate, max(total_steps, 1))
+    else:
+        lr = t.learning_rate
+    if t.optimizer == "adam":
+        tx = optax.adam(lr)
+        if t.weight_decay:
+            tx = optax.chain(optax.add_decayed_weights(t.weight_decay), tx)
+        return tx
+    if t.optimizer == "adamw":
+        return optax.adamw(lr, weight_decay=t.weight_decay)
+    return optax.chain(optax.add_decayed_weights(t.weight_decay),
+                       optax.sgd(lr, momentum=t.momentum, nesterov=True))
+
+
+def create_state(model: Any, tx: optax.GradientTransformation, input_shape: tuple[int, ...],
+                 key: Array) -> TrainState:
+    """Initialize variables on a dummy batch and wrap them in a :class:`TrainState`."""
+    p_key, n_key = jax.random.split(key)
+    x = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
+    variables = jax.jit(functools.partial(model.init, train=True))(
+        {"params": p_key, "noise": n_key}, x)
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                             batch_stats=variables.get("batch_stats", {}))
+
+
+def loss_and_metrics(logits: Array, labels: Array, num_classes: int,
+                     label_smoothing: float = 0.0) -> tuple[Array, dict[str, Array]]:
+    """Mean softmax cross-entropy (optionally label-smoothed) and accuracy."""
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+    loss = optax.softmax_cross_entropy(logits, targets).mean()
+    acc = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return loss, {"loss": loss, "accuracy": acc}
+
+
+def train_step(state: TrainState, images: Array, labels: Array, noise_key: Array, *,
+               num_classes: int, label_smoothing: float = 0.0) -> tuple[TrainState, dict[str, Array]]:
+    """One T=1 step: noise from ``fold_in(noise_key, state.step)``, loss, gradients, update."""
+    key = jax.random.fold_in(noise_key, state.step)
+
+    def loss_fn(params):
+        logits, updates = state.apply_fn(
+            {"params": params, "batch_stats": state.batch_stats}, images, train=True,
+            rngs={"noise": key}, mutable=["batch_stats"])
+        loss, metrics = loss_and_metrics(logits, labels, num_classes, label_smoothing)
+        return loss, (metrics, updates)
+
+    grads, (metrics, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
+    return state, metrics
+
+
+def variables_of(state: TrainState) -> dict[str, Any]:
+    """The model variables held by ``state``."""
+    v = {"params": state.params}
+    if state.batch_stats:
+        v["batch_stats"] = state.batch_stats
+    return v
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def _manager(workdir: str, keep: int = 3, create: bool = True):
+    import orbax.checkpoint as ocp
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
+    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
+                                 options=options)
+
+
+def save_checkpoint(manager, state: TrainState) -> None:
+    """Save ``state`` at its step (blocking until written)."""
+    import orbax.checkpoint as ocp
+    manager.save(int(state.step), args=ocp.args.StandardSave(serialization.to_state_dict(state)))
+    manager.wait_until_finished()
+
+
+def restore_checkpoint(manager, state: TrainState, log=print) -> TrainState | None:
+    """Restore the newest readable checkpoint into ``state``'s structure; None if there is none.
+
+    A corrupt or incompatible newest checkpoint is reported and the previous one is tried.
+    """
+    import orbax.checkpoint as ocp
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
+        return None
+    target = serialization.to_state_dict(state)
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+    errors = []
+    for step in steps:
+        try:
+            restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            return serialization.from_state_dict(state, restored)
+        except Exception as e:  # corrupt files, missing arrays, shape mismatch, ...
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            errors.append(f"step {step}: {type(e).__name__}: {msg[:200]}")
+            log(f"warning: checkpoint at step {step} is unreadable ({errors[-1]}); trying an older one")
+    raise CheckpointError(f"no readable checkpoint in {manager.directory}: {'; '.join(errors)}. "
+                          f"Remove the checkpoints folder to train from scratch")
+
+
+def _identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    d = config.to_dict()
+    return json.loads(json.dumps({g: d[g] for g in IDENTITY_GROUPS if g in d}))
+
+
+def check_compatible(saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict,
+                     workdir: str) -> None:
+    """Refuse to resume a workdir whose checkpoint came from a different model or dataset."""
+    a, b = _identity(saved), _identity(config)
+    diffs = []
+    for g in IDENTITY_GROUPS:
+        for k in sorted(set(a.get(g, {})) | set(b.get(g, {}))):
+            va, vb = a.get(g, {}).get(k), b.get(g, {}).get(k)
+            if va != vb:
+                diffs.append(f"{g}.{k}: saved {va!r}, now {vb!r}")
+    if diffs:
+        raise CheckpointError(f"workdir {workdir!r} holds a run of a different config ("
+                              f"{'; '.join(diffs[:4])}); use a new --workdir or the saved config")
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def _write_jsonl(path: str, record: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       progress: bool = True, log=print) -> dict[str, Any]:
+    """Train at T=1 per ``config`` into ``workdir`` (resuming if it holds a checkpoint).
+
+    Writes ``config.json``, ``checkpoints/`` and ``metrics.jsonl`` (one JSON line per epoch).
+    Returns the last epoch's metrics.
+    """
+    config_lib.validate(config)
+    os.makedirs(workdir, exist_ok=True)
+    cfg_path = os.path.join(workdir, "config.json")
+    if os.path.exists(cfg_path):
+        try:
+            with open(cfg_path) as f:
+                saved = config_lib.from_json(f.read())
+        except Exception as e:
+            raise CheckpointError(f"{cfg_path} is unreadable ({type(e).__name__}); "
+                                  f"use a new --workdir") from None
+        check_compatible(saved, config, workdir)
+    ds = load_dataset(config.dataset.name, config.dataset.path)
+    if config.model.name != "mlp" and not ds.is_image:
+        raise ConfigError(f"model {config.model.name!r} needs images [N, H, W, C] but dataset "
+                          f"{ds.name!r} has flat features {ds.input_shape}; use --config.model.name=mlp")
+    t = config.train
+    if t.batch_size > len(ds.x_train):
+        raise ConfigError(f"config.train.batch_size={t.batch_size} exceeds the {len(ds.x_train)} "
+                          f"training examples; use a smaller batch size")
+    spe = steps_per_epoch(len(ds.x_train), t.batch_size)
+    total = spe * t.epochs
+    model = build_model(config, ds.num_classes)
+    tx = make_optimizer(config, total)
+    root = jax.random.key(config.seed)
+    init_key, noise_key = jax.random.split(root)
+    state = create_state(model, tx, ds.input_shape, init_key)
+    manager = _manager(workdir, t.keep_checkpoints)
+    restored = restore_checkpoint(manager, state, log)
+    if restored is not None:
+        state = restored
+        log(f"resumed from step {int(state.step)} in {workdir}")
+    with open(cfg_path, "w") as f:
+        f.write(config_lib.to_json(config))
+
+    step_fn = jax.jit(functools.partial(train_step, num_classes=ds.num_classes,
+                                        label_smoothing=t.label_smoothing), donate_argnums=0)
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    ckpt_every = t.checkpoint_every_steps or spe
+    step = int(state.step)
+    last: dict[str, Any] = {}
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        progress = False
+    while step < total:
+        epoch = step // spe
+        end = min((epoch + 1) * spe, total)
+        bar = tqdm(total=spe, initial=step - epoch * spe, desc=f"epoch {epoch + 1}/{t.epochs}",
+                   leave=False, disable=not progress, file=sys.stderr)
+        t0 = time.perf_counter()
+        sums = {"loss": 0.0, "accuracy": 0.0}
+        count = 0
+        while step < end:
+            xb, yb = train_batch(ds, t.batch_size, config.seed, step)
+            state, m = step_fn(state, xb, yb, noise_key)
+            step += 1
+            count += 1
+            if count % 10 == 0 or step == end:
+                m = jax.device_get(m)
+                if not np.isfinite(m["loss"]):
+                    raise FloatingPointError(
+                        f"training diverged at step {step} (loss {m['loss']}); lower "
+                        f"--config.train.learning_rate (now {t.learning_rate})")
+            for k in sums:
+                sums[k] += float(m[k]) if count % 10 == 0 or step == end else 0.0
+            bar.update(1)
+            if step % ckpt_every == 0 and step != end:
+                save_checkpoint(manager, state)
+        bar.close()
+        seconds = time.perf_counter() - t0
+        save_checkpoint(manager, state)
+        ev = convert.evaluate(model, variables_of(state), ds.x_test, ds.y_test, 1,
+                              config.eval.batch_size)
+        sampled = max(1, (count + 9) // 10)
+        last = {"epoch": epoch + 1, "step": step, "train_loss": sums["loss"] / sampled,
+                "train_accuracy": sums["accuracy"] / sampled, "test_accuracy_t1": ev["accuracy"],
+                "epoch_seconds": round(seconds, 3), "steps": count}
+        _write_jsonl(metrics_path, last)
+        log(f"epoch {epoch + 1:3d}/{t.epochs}  loss {last['train_loss']:.4f}  "
+            f"train acc {last['train_accuracy']:.4f}  test acc (T=1) {ev['accuracy']:.4f}  "
+            f"{seconds:.1f}s")
+    manager.close()
+    return last
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def load_run(workdir: str, log=print) -> tuple[ml_collections.ConfigDict, Any, dict[str, Any], Dataset]:
+    """Config, model, trained variables and dataset of a training ``workdir``."""
+    cfg_path = os.path.join(workdir, "config.json")
+    if not os.path.isdir(workdir):
+        raise CheckpointError(f"workdir {workdir!r} does not exist; train first with "
+                              f"noisesnn train --workdir {workdir}")
+    if not os.path.exists(cfg_path):
+        raise CheckpointError(f"workdir {workdir!r} has no config.json; it is not a training "
+                              f"workdir (train first with noisesnn train --workdir {workdir})")
+    try:
+        with open(cfg_path) as f:
+            config = config_lib.validate(config_lib.from_json(f.read()))
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise CheckpointError(f"{cfg_path} is corrupt ({type(e).__name__}); retrain into a new workdir") from None
+    ds = load_dataset(config.dataset.name, config.dataset.path)
+    model = build_model(config, ds.num_classes)
+    spe = steps_per_epoch(len(ds.x_train), config.train.batch_size)
+    tx = make_optimizer(config, spe * config.train.epochs)
+    state = create_state(model, tx, ds.input_shape, jax.random.key(0))
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        raise CheckpointError(f"workdir {workdir!r} has no checkpoint; train first with "
+                              f"noisesnn train --workdir {workdir}")
+    manager = _manager(workdir, config.train.keep_checkpoints, create=False)
+    restored = restore_checkpoint(manager, state, log)
+    manager.close()
+    if restored is None:
+        raise CheckpointError(f"workdir {workdir!r} has no checkpoint; train first with "
+                              f"noisesnn train --workdir {workdir}")
+    return config, model, variables_of(restored), ds
+
+
+def evaluate_run(workdir: str, timesteps: tuple[int, ...] | None = None, fold_bn: bool = True,
+                 log=print) -> dict[str, Any]:
+    """Evaluate a trained workdir: T=1 (noise at its mean and sampled) and converted at each T."""
+    config, model, variables, ds = load_run(workdir, log)
+    timesteps = tuple(timesteps or config.eval.timesteps)
+    bs = config.eval.batch_size
+    t1 = convert.evaluate(model, variables, ds.x_test, ds.y_test, 1, bs)
+    spiking = config.model.activation == "spike"
+    t1_noisy = t1
+    if spiking and config.noise.kind != "none":
+        t1_noisy = convert.evaluate(model, variables, ds.x_test, ds.y_test, 1, bs,
+                                    sample_noise_key=jax.random.key(config.seed + 1))
+    eval_model, eval_vars = (convert.fold_batchnorm(model, variables) if fold_bn
+                             else (model, variables))
+    accuracy, rates = [], {}
+    for T in timesteps:
+        r = convert.evaluate(eval_model, eval_vars, ds.x_test, ds.y_test, T, bs)
+        accuracy.append(r["accuracy"])
+        rates[str(T)] = r["firing_rates"]
+    return {
+        "dataset": config.dataset.name, "model": config.model.name,
+        "activation": config.model.activation, "noise": config.noise.to_dict(),
+        "num_test": int(len(ds.y_test)), "timesteps": list(timesteps), "accuracy": accuracy,
+        "t1_accuracy": t1["accuracy"], "t1_noisy_accuracy": t1_noisy["accuracy"],
+        "firing_rates": rates, "bn_folded": bool(fold_bn), "workdir": workdir,
+    }

@@ -1,0 +1,139 @@
+"""IF/LIF dynamics: closed-form spike counts for constant input, scan equal to a Python loop."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from noisesnn_jax import neurons
+from noisesnn_jax.neurons import Neuron
+
+T = 16
+
+
+def _away_from_boundary(values: np.ndarray, tol: float = 1e-3) -> np.ndarray:
+    return np.abs(values - np.round(values)) > tol
+
+
+def test_if_subtract_closed_form():
+    """count = clip(floor((T*x + v0) / theta), 0, T) for constant x (METHOD.md section 1)."""
+    theta, v0 = 1.5, 0.6
+    x = np.random.default_rng(0).uniform(-0.5 * theta, 1.5 * theta, 400).astype(np.float32)
+    spikes, v_final = neurons.run_constant(Neuron(theta, v_init=v0), x, T)
+    counts = np.asarray(spikes.sum(0))
+    q = (T * x.astype(np.float64) + v0) / theta
+    expected = np.clip(np.floor(q), 0, T)
+    ok = _away_from_boundary(q)
+    assert ok.sum() > 350
+    np.testing.assert_array_equal(counts[ok], expected[ok])
+    # Charge is conserved: v_T = v0 + T*x - theta*count.
+    np.testing.assert_allclose(np.asarray(v_final), v0 + T * x - theta * counts, atol=1e-4)
+
+
+def test_if_half_threshold_start_rounds_to_nearest():
+    """With v0 = theta/2 the rate theta*count/T is clip(x) rounded to the nearest level (QCFS)."""
+    theta = 1.0
+    x = np.random.default_rng(1).uniform(0, theta, 300).astype(np.float32)
+    spikes, _ = neurons.run_constant(Neuron(theta, v_init=theta / 2), x, T)
+    ok = _away_from_boundary(T * x.astype(np.float64) / theta - 0.5)
+    rate = np.asarray(spikes.mean(0)) * theta
+    np.testing.assert_allclose(rate[ok], np.round(T * x[ok] / theta) / T * theta, atol=1e-6)
+
+
+def test_if_zero_reset_closed_form():
+    """Hard reset: first spike at k1 = ceil((theta - v0)/x), then one every ceil(theta/x) steps."""
+    theta, v0 = 1.0, 0.25
+    x = np.random.default_rng(2).uniform(0.05, 1.3, 400).astype(np.float64)
+    x32 = x.astype(np.float32)
+    spikes, _ = neurons.run_constant(Neuron(theta, reset="zero", v_init=v0), x32, T)
+    k1 = np.ceil((theta - v0) / x)
+    period = np.ceil(theta / x)
+    expected = np.where(k1 > T, 0, 1 + np.floor((T - k1) / period))
+    ok = _away_from_boundary((theta - v0) / x) & _away_from_boundary(theta / x)
+    np.testing.assert_array_equal(np.asarray(spikes.sum(0))[ok], expected[ok])
+
+
+def test_lif_zero_reset_closed_form():
+    """LIF from 0 with hard reset: v_k = x*(1 - (1-1/tau)^k); periodic with the first-spike time."""
+    theta, tau = 1.0, 2.0
+    x = np.random.default_rng(3).uniform(0.8, 3.0, 300)
+    spikes, _ = neurons.run_constant(Neuron(theta, tau=tau, reset="zero"), x.astype(np.float32), T)
+    decay = 1 - 1 / tau
+    # smallest k with x*(1 - decay^k) >= theta (never when x <= theta)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kstar = np.where(x > theta, np.ceil(np.log(1 - theta / x) / np.log(decay)), np.inf)
+        exact = np.log(1 - theta / x) / np.log(decay)
+    expected = np.where(np.isinf(kstar), 0, np.floor(T / kstar))
+    ok = (x > theta * 1.001) & _away_from_boundary(exact, 1e-3) | (x < theta * 0.999)
+    np.testing.assert_array_equal(np.asarray(spikes.sum(0))[ok], expected[ok])
+
+
+def test_lif_subtract_tau_one_is_memoryless():
+    """tau = 1 forgets at once: m_t = x_t, so it fires exactly when x_t >= theta."""
+    xs = np.random.default_rng(4).uniform(0, 2, (T, 50)).astype(np.float32)
+    spikes, _ = neurons.run(Neuron(1.0, tau=1.0), xs)
+    np.testing.assert_array_equal(np.asarray(spikes), (xs >= 1.0).astype(np.float32))
+
+
+@pytest.mark.parametrize("tau,reset", [(None, "subtract"), (None, "zero"), (3.0, "subtract"), (3.0, "zero")])
+def test_run_equals_python_loop(tau, reset):
+    """lax.scan equals the textbook loop of METHOD.md section 1 (float64 numpy)."""
+    theta, v0 = 0.8, 0.1
+    xs = np.random.default_rng(5).normal(0.3, 0.5, (T, 64)).astype(np.float32)
+    spikes, v_final = neurons.run(Neuron(theta, tau=tau, reset=reset, v_init=v0), xs)
+    v = np.full(64, v0, np.float32)
+    ref = []
+    for x in xs:
+        m = v + x if tau is None else v + (x - v) / np.float32(tau)
+        s = (m >= theta).astype(np.float32)
+        v = m - theta * s if reset == "subtract" else m * (1 - s)
+        ref.append(s)
+    np.testing.assert_array_equal(np.asarray(spikes), np.stack(ref))
+    np.testing.assert_allclose(np.asarray(v_final), v, atol=1e-6)
+
+
+def test_run_constant_equals_run_on_broadcast():
+    x = np.random.default_rng(6).normal(0.4, 0.6, (8, 5)).astype(np.float32)
+    n = Neuron(1.0, tau=2.0, v_init=0.5)
+    a, va = neurons.run_constant(n, x, 12)
+    b, vb = neurons.run(n, np.broadcast_to(x, (12,) + x.shape))
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(va), np.asarray(vb))
+
+
+def test_spikes_binary_in_input_dtype_and_jittable():
+    xs = jnp.ones((4, 3), jnp.bfloat16) * 0.6
+    spikes, _ = jax.jit(neurons.run, static_argnums=0)(Neuron(), xs)
+    assert spikes.dtype == jnp.bfloat16
+    assert set(np.unique(np.asarray(spikes, np.float32))) <= {0.0, 1.0}
+
+
+def test_run_is_differentiable_with_surrogate():
+    """BPTT: the gradient of the spike count flows through the triangle surrogate."""
+    n = Neuron(1.0, surrogate="triangle")
+    g = jax.grad(lambda x: neurons.run_constant(n, x, 4)[0].sum())(jnp.array([0.3, 0.9, 5.0]))
+    assert np.all(np.isfinite(np.asarray(g)))
+    assert float(g[0]) > 0 and float(g[1]) > 0
+
+
+def test_step_single():
+    v, s = neurons.step(Neuron(1.0), jnp.array([0.5, 0.5]), jnp.array([0.4, 0.6]))
+    np.testing.assert_allclose(np.asarray(s), [0.0, 1.0])
+    np.testing.assert_allclose(np.asarray(v), [0.9, 0.1], atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    (dict(threshold=0.0), "threshold"), (dict(threshold=float("nan")), "threshold"),
+    (dict(tau=0.5), "tau"), (dict(reset="soft"), "reset"), (dict(v_init=float("inf")), "v_init"),
+    (dict(surrogate="bogus"), "surrogate"), (dict(alpha=-1.0), "alpha"),
+])
+def test_neuron_validation(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        Neuron(**kwargs)
+
+
+def test_neuron_is_hashable():
+    assert hash(Neuron(1.0)) == hash(Neuron(1.0))
+    assert {Neuron(1.0): 1}[Neuron(1.0)] == 1
