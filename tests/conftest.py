@@ -20,6 +20,7 @@ def tiny_config():
     c.model.name = "mlp"
     c.model.hidden = (32,)
     c.train.epochs = 2
-    c.train.batch_size = 128
+    c.train.batch_size = 32
+    c.train.learning_rate = 3e-3
     c.eval.timesteps = (1, 4)
     return c

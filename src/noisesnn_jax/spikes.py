@@ -20,7 +20,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from noisesnn_jax.neurons import Neuron
+from noisesnn_jax.neurons import Neuron, charge
 from noisesnn_jax.surrogate import heaviside
 
 Array = jax.Array
@@ -135,22 +135,28 @@ def noisy_spike(neuron: Neuron, noise: Noise, x: Array, key: Array | None = None
 
     Returns:
       0/1 spikes in ``x``'s dtype. Backward: ``p(z) / (theta*sigma)`` with respect to ``x``; for kind
-      ``none``, the neuron's named surrogate of ``(x + theta*mu - theta) / theta``.
+      ``none``, the neuron's named surrogate of ``(x + theta*mu - theta) / theta``. A LIF neuron
+      charges the noisy potential like its multi-step self, ``m = n + (x - n)/tau``, so the noise
+      enters scaled by ``1 - 1/tau`` and the current by ``1/tau``.
     """
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.float32)
     theta = neuron.threshold if threshold is None else threshold
-    if noise.kind == "none":
-        return heaviside((x + theta * noise.mean - theta) / theta, neuron.surrogate,
-                         neuron.surrogate_alpha)
+    # The potential before charging is the noise n; LIF charges m = n + (x - n)/tau, i.e.
+    # m = c_v*n + c_x*x with (c_v, c_x) = (1 - 1/tau, 1/tau); IF has (1, 1).
+    c_v, c_x = (1.0, 1.0) if neuron.tau is None else (1.0 - 1.0 / neuron.tau, 1.0 / neuron.tau)
+    if noise.kind == "none" or c_v == 0.0:
+        m = charge(neuron, theta * noise.mean * jnp.ones_like(x), x)
+        return heaviside((m - theta) / theta, neuron.surrogate, neuron.surrogate_alpha)
     sigma = noise.std if std is None else std
     if sample:
         if key is None:
             raise ValueError("noisy_spike needs a PRNG key to sample noise; pass key=... or sample=False")
         eps = sample_standard(noise.kind, key, x.shape, x.dtype)
+        n = theta * (noise.mean + sigma * eps)
     else:
-        eps = jnp.zeros_like(x)
-    z = (theta * (1.0 - noise.mean) - x) / (theta * sigma)
-    margin = jax.lax.stop_gradient(x + theta * (noise.mean + sigma * eps) - theta)
+        n = theta * noise.mean * jnp.ones_like(x)
+    z = (theta - c_x * x - c_v * theta * noise.mean) / (c_v * theta * sigma)
+    margin = jax.lax.stop_gradient(charge(neuron, n, x) - theta)
     return _fire_on_margin(noise.kind, z, margin)

@@ -191,11 +191,12 @@ def _write_jsonl(path: str, record: dict[str, Any]) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       progress: bool = True, log=print) -> dict[str, Any]:
+                       progress: bool = True, log=print, stop_at_step: int | None = None) -> dict[str, Any]:
     """Train at T=1 per ``config`` into ``workdir`` (resuming if it holds a checkpoint).
 
     Writes ``config.json``, ``checkpoints/`` and ``metrics.jsonl`` (one JSON line per epoch).
-    Returns the last epoch's metrics.
+    ``stop_at_step`` ends the run early at that global step, with a checkpoint (a planned
+    interruption; re-running continues it). Returns the last epoch's metrics.
     """
     config_lib.validate(config)
     os.makedirs(workdir, exist_ok=True)
@@ -241,9 +242,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
         progress = False
-    while step < total:
+    final = total if stop_at_step is None else min(total, int(stop_at_step))
+    while step < final:
         epoch = step // spe
-        end = min((epoch + 1) * spe, total)
+        end = min((epoch + 1) * spe, final)
         bar = tqdm(total=spe, initial=step - epoch * spe, desc=f"epoch {epoch + 1}/{t.epochs}",
                    leave=False, disable=not progress, file=sys.stderr)
         t0 = time.perf_counter()
@@ -268,6 +270,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         bar.close()
         seconds = time.perf_counter() - t0
         save_checkpoint(manager, state)
+        if step % spe:  # stopped inside an epoch: no epoch summary
+            log(f"stopped at step {step} (epoch {epoch + 1} unfinished); re-run to continue")
+            break
         ev = convert.evaluate(model, variables_of(state), ds.x_test, ds.y_test, 1,
                               config.eval.batch_size)
         sampled = max(1, (count + 9) // 10)

@@ -1,0 +1,129 @@
+"""Embedded datasets, the npz loader's checks, resumable batch order, config overrides and checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from noisesnn_jax import config as config_lib
+from noisesnn_jax.data import load_dataset, train_batch
+from noisesnn_jax.errors import ConfigError, DataError
+
+
+def test_digits_split_fixed_and_standardized():
+    a, b = load_dataset("digits"), load_dataset("digits")
+    assert a.x_train.shape == (1352, 8, 8, 1) and a.x_test.shape == (445, 8, 8, 1)
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+    assert a.num_classes == 10
+    assert abs(a.x_train.mean()) < 1e-4 and abs(a.x_train.std() - 1) < 1e-3
+    # stratified: each class in test has a quarter (rounded down) of its examples
+    assert np.all(np.bincount(a.y_test) == (np.bincount(a.y_test) + np.bincount(a.y_train)) // 4)
+
+
+def test_mnist5k_is_real_mnist():
+    d = load_dataset("mnist5k")
+    assert d.x_train.shape == (4000, 28, 28, 1) and d.x_test.shape == (1000, 28, 28, 1)
+    assert np.all(np.bincount(d.y_test) == 100) and np.all(np.bincount(d.y_train) == 400)
+    raw = d.x_train * d.std + d.mean
+    assert raw.min() >= -1e-6 and raw.max() <= 1 + 1e-6
+    assert 0.1 < raw.mean() < 0.15  # MNIST's mean intensity is about 0.13
+
+
+def test_batches_depend_only_on_seed_and_step():
+    d = load_dataset("digits")
+    x1, y1 = train_batch(d, 64, 0, 25)
+    x2, y2 = train_batch(d, 64, 0, 25)
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(x1, x2)
+    # an epoch visits each example at most once, and epochs differ in order
+    spe = len(d.x_train) // 64
+    idx0 = np.concatenate([train_batch(d, 64, 0, s)[1] for s in range(spe)])
+    assert len(idx0) == spe * 64
+    assert not np.array_equal(train_batch(d, 64, 0, 0)[1], train_batch(d, 64, 0, spe)[1])
+
+
+def _write(tmp_path, **arrays):
+    good = dict(x_train=np.random.rand(20, 6, 6, 1).astype(np.float32), y_train=np.arange(20) % 3,
+                x_test=np.random.rand(8, 6, 6, 1).astype(np.float32), y_test=np.arange(8) % 3)
+    good.update(arrays)
+    good = {k: v for k, v in good.items() if v is not None}
+    path = tmp_path / "d.npz"
+    np.savez(path, **good)
+    return str(path)
+
+
+def test_npz_ok_and_grayscale_gets_channel(tmp_path):
+    d = load_dataset("npz", _write(tmp_path, x_train=np.random.rand(20, 6, 6),
+                                   x_test=np.random.rand(8, 6, 6)))
+    assert d.input_shape == (6, 6, 1) and d.num_classes == 3
+    flat = load_dataset("npz", _write(tmp_path, x_train=np.random.rand(20, 5), x_test=np.random.rand(8, 5)))
+    assert flat.input_shape == (5,) and not flat.is_image
+
+
+@pytest.mark.parametrize("arrays,match", [
+    (dict(x_train=np.full((20, 6, 6, 1), np.nan)), "NaN or inf"),
+    (dict(x_test=np.full((8, 6, 6, 1), np.inf)), "NaN or inf"),
+    (dict(y_test=None), "lacks"),
+    (dict(y_train=np.arange(19) % 3), "one per example"),
+    (dict(x_test=np.random.rand(8, 5, 5, 1)), "differ in shape"),
+    (dict(x_train=np.random.rand(20, 2, 2, 2, 2)), "channels-last"),
+    (dict(y_train=np.arange(20) - 5), "negative"),
+    (dict(y_train=np.linspace(0, 1, 20)), "integer"),
+    (dict(x_train=np.array(["a"] * 20)), "numbers"),
+])
+def test_npz_bad_input(tmp_path, arrays, match):
+    with pytest.raises(DataError, match=match):
+        load_dataset("npz", _write(tmp_path, **arrays))
+
+
+def test_npz_missing_and_corrupt(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_dataset("npz", str(tmp_path / "nope.npz"))
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip file")
+    with pytest.raises(DataError, match="cannot be read"):
+        load_dataset("npz", str(bad))
+    with pytest.raises(DataError, match="not known"):
+        load_dataset("imagenet9")
+
+
+def test_overrides_parse_and_type_check():
+    c = config_lib.get_config()
+    config_lib.apply_overrides(c, ["--config.train.epochs=3", "--config.noise.kind=uniform",
+                                   "--config.noise.std", "0.2", "--config.model.channels=8,16",
+                                   "--config.eval.timesteps=4", "--config.model.learn_std=True",
+                                   "--config.train.learning_rate=1"])
+    assert c.train.epochs == 3 and c.noise.kind == "uniform" and c.noise.std == 0.2
+    assert c.model.channels == (8, 16) and c.eval.timesteps == (4,) and c.model.learn_std is True
+    assert c.train.learning_rate == 1.0
+    with pytest.raises(ConfigError, match="unknown config key 'config.train.epoch'"):
+        config_lib.apply_overrides(c, ["--config.train.epoch=3"])
+    with pytest.raises(ConfigError, match="expected a int"):
+        config_lib.apply_overrides(c, ["--config.train.epochs=three"])
+    with pytest.raises(ConfigError, match="True or False"):
+        config_lib.apply_overrides(c, ["--config.model.learn_std=1"])
+    with pytest.raises(ConfigError, match="overrides look like"):
+        config_lib.apply_overrides(c, ["--epochs=3"])
+
+
+@pytest.mark.parametrize("key,value,field", [
+    ("noise.kind", "cauchy", "noise.kind"), ("noise.std", "0.0", "noise.std"),
+    ("neuron.threshold", "-1.0", "neuron.threshold"), ("neuron.tau", "0.5", "neuron.tau"),
+    ("train.epochs", "0", "train.epochs"), ("dataset.name", "cifar", "dataset.name"),
+    ("model.pool", "min", "model.pool"), ("model.pool_after", "7", "model.pool_after"),
+    ("eval.timesteps", "0,4", "eval.timesteps"), ("train.learning_rate", "0.0", "train.learning_rate"),
+])
+def test_validation_names_the_field(key, value, field):
+    c = config_lib.get_config()
+    config_lib.apply_overrides(c, [f"--config.{key}={value}"])
+    with pytest.raises(ConfigError, match=f"config.{field}="):
+        config_lib.validate(c)
+
+
+def test_config_json_roundtrip_and_files():
+    c = config_lib.load_config("experiments/configs/mnist5k.py")
+    config_lib.validate(c)
+    back = config_lib.from_json(config_lib.to_json(c))
+    assert back.to_dict() == c.to_dict()
+    with pytest.raises(ConfigError, match="not found"):
+        config_lib.load_config("experiments/configs/nope.py")

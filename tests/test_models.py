@@ -1,0 +1,128 @@
+"""Two time modes: the fast multi-step path equals a naive step-by-step loop; BN folding is exact."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from noisesnn_jax import Neuron, Noise, convert
+from noisesnn_jax.layers import STATE_COLLECTION
+from noisesnn_jax.models import CNN, MLP
+
+
+def _trained_like(model, x, key=0):
+    """Variables with non-trivial batch-norm statistics (a few T=1 training-mode passes)."""
+    v = model.init({"params": jax.random.key(key), "noise": jax.random.key(key + 1)}, x, train=True)
+    for i in range(3):
+        _, upd = model.apply(v, x * (1 + 0.1 * i), train=True, rngs={"noise": jax.random.key(i)},
+                             mutable=["batch_stats"])
+        v = {**v, **upd}
+    # push BN scales/biases away from their init so folding is exercised
+    params = jax.tree_util.tree_map_with_path(
+        lambda p, a: a * 1.3 + 0.05 if any(getattr(k, "key", "").startswith("bn") for k in p) else a,
+        v["params"])
+    return {**v, "params": params}
+
+
+def naive_multistep(model, variables, x, timesteps):
+    """Reference: a Python loop over t calling the whole network one step at a time."""
+    state = model.init({"params": jax.random.key(0)}, x, stateful=True).get(STATE_COLLECTION, {})
+    logits = []
+    for _ in range(timesteps):
+        out, upd = model.apply({**variables, STATE_COLLECTION: state}, x, stateful=True,
+                               mutable=[STATE_COLLECTION])
+        state = upd[STATE_COLLECTION]
+        logits.append(out)
+    return jnp.mean(jnp.stack(logits), axis=0)
+
+
+MODELS = {
+    "cnn-avg": (CNN(channels=(8, 8, 16), pool_after=(0, 1), pool="avg", num_classes=5), (6, 12, 12, 2)),
+    "cnn-max-lif-zero": (CNN(channels=(8, 16), pool_after=(0,), pool="max", num_classes=5,
+                             neuron=Neuron(1.0, tau=2.0, reset="zero"), noise=Noise("uniform")),
+                         (6, 8, 8, 1)),
+    "mlp-learned": (MLP(hidden=(32, 16), num_classes=4, learn_threshold=True, learn_std=True,
+                        noise=Noise("logistic", mean=0.3)), (7, 20)),
+    "mlp-nobn": (MLP(hidden=(24,), num_classes=3, batch_norm=False), (5, 10)),
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("timesteps", [1, 5])
+def test_fast_multistep_equals_naive_loop(name, timesteps):
+    model, shape = MODELS[name]
+    x = jax.random.normal(jax.random.key(7), shape) * 2.0
+    v = _trained_like(model, x)
+    fast = model.apply(v, x, timesteps=timesteps)
+    ref = naive_multistep(model, v, x, timesteps)
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(ref), rtol=1e-5, atol=1e-5)
+
+
+def test_multistep_computes_first_layer_once():
+    """Stateless layers run once over T*B rows and the first conv once over B: 3 convs, not 3*T."""
+    model, shape = MODELS["cnn-avg"]
+    x = jnp.ones(shape)
+    v = _trained_like(model, x)
+    jaxpr = str(jax.make_jaxpr(lambda v, x: model.apply(v, x, timesteps=8))(v, x))
+    assert jaxpr.count("conv_general_dilated") == 3
+    # the first conv sees the batch of 6, the later ones 8*6 rows
+    assert "f32[6,12,12,8]" in jaxpr and "f32[48,6,6,8]" in jaxpr
+
+
+@pytest.mark.parametrize("name", ["cnn-avg", "cnn-max-lif-zero", "mlp-learned"])
+def test_batchnorm_folding_is_exact(name):
+    model, shape = MODELS[name]
+    x = jax.random.normal(jax.random.key(8), shape) * 2.0
+    v = _trained_like(model, x)
+    fm, fv = convert.fold_batchnorm(model, v)
+    assert fm.fold_bn and "batch_stats" not in fv
+    assert not any(k.startswith("bn") for k in fv["params"])
+    for T in (1, 6):
+        a = model.apply(v, x, timesteps=T)
+        b = fm.apply(fv, x, timesteps=T)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
+
+
+def test_t1_eval_is_deterministic_and_training_samples():
+    model, shape = MODELS["cnn-avg"]
+    x = jax.random.normal(jax.random.key(9), shape)
+    v = _trained_like(model, x)
+    a = model.apply(v, x)
+    b = model.apply(v, x)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    s1 = model.apply(v, x, sample_noise=True, rngs={"noise": jax.random.key(1)})
+    s2 = model.apply(v, x, sample_noise=True, rngs={"noise": jax.random.key(2)})
+    assert not np.allclose(np.asarray(s1), np.asarray(s2))
+
+
+def test_relu_model_ignores_time_and_shares_structure():
+    spiking = CNN(channels=(8, 8), pool_after=(0,), num_classes=3)
+    ann = spiking.clone(activation="relu")
+    x = jnp.ones((2, 8, 8, 1))
+    vs = spiking.init({"params": jax.random.key(0)}, x)
+    va = ann.init({"params": jax.random.key(0)}, x)
+    assert jax.tree_util.tree_structure(vs) == jax.tree_util.tree_structure(va)
+    np.testing.assert_array_equal(np.asarray(ann.apply(va, x, timesteps=4)),
+                                  np.asarray(ann.apply(va, x)))
+
+
+def test_predict_returns_rates_per_layer():
+    model, shape = MODELS["cnn-avg"]
+    x = jax.random.normal(jax.random.key(10), shape)
+    v = _trained_like(model, x)
+    logits, rates = convert.predict(model, v, x, 4)
+    assert logits.shape == (shape[0], 5)
+    assert set(rates) == {"act0", "act1", "act2"}
+    assert all(0.0 <= r <= 1.0 for r in rates.values())
+
+
+def test_bad_timesteps_and_shapes():
+    model, shape = MODELS["cnn-avg"]
+    x = jnp.ones(shape)
+    v = model.init({"params": jax.random.key(0)}, x)
+    with pytest.raises(ValueError, match="timesteps"):
+        model.apply(v, x, timesteps=0)
+    with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
+        model.apply(v, jnp.ones((2, 12, 12)))

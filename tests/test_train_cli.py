@@ -1,0 +1,137 @@
+"""Training, resume, checkpoints and the ``noisesnn`` command, including each bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from noisesnn_jax import cli
+from noisesnn_jax.errors import CheckpointError
+from noisesnn_jax.train import load_run, train_and_evaluate
+
+
+def _params(workdir):
+    _, _, variables, _ = load_run(workdir, log=lambda m: None)
+    return variables
+
+
+def test_train_learns_and_resume_is_exact(tiny_config, tmp_path):
+    """A run stopped mid-epoch and resumed ends with the same parameters as an uninterrupted one."""
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    last = train_and_evaluate(tiny_config, a, progress=False, log=lambda m: None)
+    assert last["epoch"] == 2 and last["test_accuracy_t1"] > 0.6  # 10 classes: chance is 0.1
+    lines = [json.loads(s) for s in open(os.path.join(a, "metrics.jsonl"))]
+    assert [r["epoch"] for r in lines] == [1, 2]
+
+    train_and_evaluate(tiny_config, b, progress=False, log=lambda m: None, stop_at_step=50)
+    assert _params_step(b) == 50
+    train_and_evaluate(tiny_config, b, progress=False, log=lambda m: None)
+    va, vb = _params(a), _params(b)
+    for x, y in zip(jax.tree_util.tree_leaves(va), jax.tree_util.tree_leaves(vb)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
+
+
+def _params_step(workdir):
+    steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+    return steps[-1]
+
+
+def test_corrupt_newest_checkpoint_falls_back(tiny_config, tmp_path):
+    w = str(tmp_path / "w")
+    train_and_evaluate(tiny_config, w, progress=False, log=lambda m: None)
+    steps = sorted(int(d) for d in os.listdir(os.path.join(w, "checkpoints")) if d.isdigit())
+    assert len(steps) == 2
+    newest = os.path.join(w, "checkpoints", str(steps[-1]))
+    for root, _, files in os.walk(newest):
+        for f in files:
+            with open(os.path.join(root, f), "wb") as fh:
+                fh.write(b"garbage")
+    messages = []
+    load_run(w, log=messages.append)
+    assert any(f"step {steps[-1]}" in m and "unreadable" in m for m in messages)
+    # every checkpoint corrupt: one clear error
+    for root, _, files in os.walk(os.path.join(w, "checkpoints", str(steps[0]))):
+        for f in files:
+            with open(os.path.join(root, f), "wb") as fh:
+                fh.write(b"garbage")
+    with pytest.raises(CheckpointError, match="no readable checkpoint"):
+        load_run(w, log=lambda m: None)
+
+
+def test_refuses_to_resume_a_different_model(tiny_config, tmp_path):
+    w = str(tmp_path / "w")
+    tiny_config.train.epochs = 1
+    train_and_evaluate(tiny_config, w, progress=False, log=lambda m: None)
+    tiny_config.model.hidden = (16,)
+    with pytest.raises(CheckpointError, match=r"model.hidden: saved \[32\], now \[16\]"):
+        train_and_evaluate(tiny_config, w, progress=False, log=lambda m: None)
+
+
+TINY = ["--config.dataset.name=digits", "--config.model.name=mlp", "--config.model.hidden=32",
+        "--config.train.epochs=1", "--config.train.batch_size=128"]
+
+
+def test_cli_train_and_evaluate(tmp_path, capsys):
+    w = str(tmp_path / "run")
+    assert cli.main(["train", "--workdir", w, "--no-progress"] + TINY) == 0
+    out_json, out_png = str(tmp_path / "r.json"), str(tmp_path / "r.png")
+    assert cli.main(["evaluate", "--workdir", w, "--timesteps", "1,2,8", "--json", out_json,
+                     "--plot", out_png]) == 0
+    r = json.load(open(out_json))
+    for key in ("dataset", "model", "timesteps", "accuracy", "t1_accuracy", "t1_noisy_accuracy",
+                "firing_rates"):
+        assert key in r
+    assert r["timesteps"] == [1, 2, 8] and len(r["accuracy"]) == 3
+    assert r["accuracy"][0] == pytest.approx(r["t1_accuracy"])  # folded T=1 == unfolded T=1
+    assert set(r["firing_rates"]["8"]) == {"act0"}
+    assert os.path.getsize(out_png) > 1000
+    assert "| 8 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["train", "--workdir", "{w}", "--config.dataset.name=cifar7"], "config.dataset.name='cifar7'"),
+    (["train", "--workdir", "{w}", "--config.train.epoks=3"], "unknown config key"),
+    (["train", "--workdir", "{w}", "--config.noise.std=-0.1"], "config.noise.std=-0.1"),
+    (["train", "--workdir", "{w}", "--config", "nope.py"], "not found"),
+    (["train", "--workdir", "{w}", "--config.dataset.name=npz", "--config.dataset.path={npz}"],
+     "NaN or inf"),
+    (["train", "--workdir", "{w}", "--config.dataset.name=npz", "--config.dataset.path={flat}"],
+     "model.name=mlp"),
+    (["evaluate", "--workdir", "{w}/missing"], "does not exist"),
+    (["evaluate", "--workdir", "{empty}"], "no config.json"),
+])
+def test_cli_bad_input_one_line(tmp_path, capsys, argv, match):
+    npz = tmp_path / "nan.npz"
+    x = np.random.rand(10, 4, 4, 1)
+    x[0, 0, 0, 0] = np.nan
+    np.savez(npz, x_train=x, y_train=np.arange(10) % 2, x_test=x[:4], y_test=np.arange(4) % 2)
+    flat = tmp_path / "flat.npz"
+    np.savez(flat, x_train=np.random.rand(10, 3), y_train=np.arange(10) % 2,
+             x_test=np.random.rand(4, 3), y_test=np.arange(4) % 2)
+    (tmp_path / "empty").mkdir()
+    argv = [a.format(w=tmp_path / "w", npz=npz, flat=flat, empty=tmp_path / "empty") for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0] and "Traceback" not in err[0]
+
+
+def test_cli_corrupt_checkpoint_subprocess(tiny_config, tmp_path):
+    """Through the real entry point: a corrupt checkpoint is one line on stderr, exit code 2."""
+    w = str(tmp_path / "w")
+    tiny_config.train.epochs = 1
+    train_and_evaluate(tiny_config, w, progress=False, log=lambda m: None)
+    for root, _, files in os.walk(os.path.join(w, "checkpoints")):
+        for f in files:
+            with open(os.path.join(root, f), "wb") as fh:
+                fh.write(b"\x00corrupt")
+    proc = subprocess.run([sys.executable, "-m", "noisesnn_jax", "evaluate", "--workdir", w],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "no readable checkpoint" in last and "Traceback" not in proc.stderr
