@@ -10,9 +10,9 @@ layer is ``[B, ...]`` and constant in time (direct coding): it is computed once,
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 from noisesnn_jax import neurons
 from noisesnn_jax.neurons import Neuron

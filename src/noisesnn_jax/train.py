@@ -247,7 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         epoch = step // spe
         end = min((epoch + 1) * spe, final)
         bar = tqdm(total=spe, initial=step - epoch * spe, desc=f"epoch {epoch + 1}/{t.epochs}",
-                   leave=False, disable=not progress, file=sys.stderr)
+                   leave=False, disable=None if progress else True, file=sys.stderr)
         t0 = time.perf_counter()
         sums = {"loss": 0.0, "accuracy": 0.0}
         count = 0
