@@ -54,7 +54,7 @@ def plot_accuracy(results: list[dict[str, Any]], path: str, names: list[str] | N
     fig, ax = plt.subplots(figsize=(6, 4))
     for r, name in zip(results, names):
         if r.get("activation") == "relu":
-            ax.axhline(100 * r["accuracy"][0], ls="--", color="gray", label=f"{name} (ANN)")
+            ax.axhline(100 * r["accuracy"][0], ls="--", color="gray", label=name)
             continue
         ax.plot(r["timesteps"], [100 * a for a in r["accuracy"]], marker="o", label=name)
         ax.axhline(100 * r["t1_accuracy"], ls=":", lw=0.8, color=ax.lines[-1].get_color())

@@ -24,18 +24,22 @@ from noisesnn_jax.spikes import NOISE_KINDS
 from noisesnn_jax.surrogate import SURROGATES
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+METHODS = ("noisy", "bptt", "convert", "qcfs")
 SCHEDULES = ("cosine", "constant")
 
 
 def get_config() -> ml_collections.ConfigDict:
     """Defaults: small CNN on ``mnist5k``, T=1 training with Gaussian noise."""
     c = ml_collections.ConfigDict()
+    # noisy: T=1 training with noise (this library's method); bptt: spike-based BP through T
+    # steps (train.timesteps); convert: ReLU ANN + threshold balancing; qcfs: QCFS ANN.
+    c.method = "noisy"
     c.seed = 0
     c.dataset = ml_collections.ConfigDict({"name": "mnist5k", "path": ""})
     c.model = ml_collections.ConfigDict({
         "name": "cnn", "activation": "spike", "channels": (16, 32, 64, 64),
         "pool_after": (0, 2), "pool": "avg", "hidden": (256, 256), "batch_norm": True,
-        "learn_threshold": False, "learn_std": False})
+        "learn_threshold": False, "learn_std": False, "qcfs_levels": 4})
     # tau = 0.0 means IF (no leak); alpha = 0.0 means the surrogate's default sharpness.
     c.neuron = ml_collections.ConfigDict({
         "threshold": 1.0, "tau": 0.0, "reset": "subtract", "surrogate": "triangle", "alpha": 0.0})
@@ -43,7 +47,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict({
         "epochs": 15, "batch_size": 64, "optimizer": "adam", "learning_rate": 1e-3,
         "schedule": "cosine", "weight_decay": 0.0, "momentum": 0.9, "label_smoothing": 0.0,
-        "checkpoint_every_steps": 0, "keep_checkpoints": 3, "log_every_steps": 0})
+        "checkpoint_every_steps": 0, "keep_checkpoints": 3, "log_every_steps": 0,
+        "timesteps": 4, "remat": False})
+    # Classic conversion (method=convert): per-layer threshold = this percentile of the ANN's
+    # activations on the first num_batches training batches; v_init in units of the threshold.
+    c.convert = ml_collections.ConfigDict({"percentile": 99.9, "num_batches": 8, "v_init": 0.0})
     c.eval = ml_collections.ConfigDict({
         "timesteps": (1, 2, 4, 8, 16, 32), "batch_size": 500})
     return c
@@ -139,6 +147,7 @@ def _positive(x: Any) -> bool:
 def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Check every value a user can set; raise :class:`ConfigError` naming the field and the fix."""
     _require(isinstance(c.seed, int), "seed", c.seed, "it must be an integer")
+    _require(c.method in METHODS, "method", c.method, f"choose one of {list(METHODS)}")
     _require(c.dataset.name in DATASETS, "dataset.name", c.dataset.name, f"choose one of {list(DATASETS)}")
     m = c.model
     _require(m.name in MODELS, "model.name", m.name, f"choose one of {sorted(MODELS)}")
@@ -176,6 +185,18 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              "train.checkpoint_every_steps", t.checkpoint_every_steps, "use 0 (every epoch) or a positive integer")
     _require(isinstance(t.keep_checkpoints, int) and t.keep_checkpoints >= 1, "train.keep_checkpoints",
              t.keep_checkpoints, "it must be an integer >= 1")
+    _require(isinstance(t.timesteps, int) and t.timesteps >= 1, "train.timesteps", t.timesteps,
+             "it must be an integer >= 1 (the BPTT unroll length)")
+    _require(isinstance(m.qcfs_levels, int) and m.qcfs_levels >= 1, "model.qcfs_levels", m.qcfs_levels,
+             "it must be an integer >= 1")
+    cv = c.convert
+    _require(0 < cv.percentile <= 100, "convert.percentile", cv.percentile, "use a value in (0, 100]")
+    _require(isinstance(cv.num_batches, int) and cv.num_batches >= 1, "convert.num_batches",
+             cv.num_batches, "it must be an integer >= 1")
+    _require(isinstance(cv.v_init, (int, float)) and 0 <= cv.v_init < 1, "convert.v_init", cv.v_init,
+             "use a value in [0, 1) (units of the threshold; 0 or 0.5)")
+    if c.method in ("bptt",) and m.activation != "spike":
+        raise ConfigError("config.method=bptt trains a spiking network; set --config.model.activation=spike")
     e = c.eval
     _require(isinstance(e.timesteps, tuple) and len(e.timesteps) > 0
              and all(isinstance(v, int) and v >= 1 for v in e.timesteps),

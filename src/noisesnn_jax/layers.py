@@ -51,12 +51,15 @@ class SpikingNeuron(nn.Module):
       noise: T=1 noise; kind ``none`` is the deterministic ablation.
       learn_threshold: a trainable per-channel threshold (param ``threshold``, shape ``[C]``).
       learn_std: a trainable per-channel noise std (param ``noise_std``, shape ``[C]``).
+      remat: recompute each time step's internals in the backward pass (``jax.checkpoint`` over
+        time), so BPTT stores one potential per step instead of every intermediate.
     """
 
     neuron: Neuron = Neuron()
     noise: Noise = Noise()
     learn_threshold: bool = False
     learn_std: bool = False
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: Array, *, timesteps: int = 1, constant: bool = False,
@@ -105,27 +108,60 @@ class SpikingNeuron(nn.Module):
         else:
             v0 = jnp.asarray(v_init, x.dtype)
             if constant:
-                spikes, _ = neurons.run_constant(self.neuron, x, timesteps, v0, theta)
+                spikes, _ = neurons.run_constant(self.neuron, x, timesteps, v0, theta, remat=self.remat)
             else:
-                spikes, _ = neurons.run(self.neuron, to_time_major(x, timesteps), v0, theta)
+                spikes, _ = neurons.run(self.neuron, to_time_major(x, timesteps), v0, theta,
+                                        remat=self.remat)
             s = from_time_major(spikes)
         self.sow("intermediates", "firing_rate", jnp.mean(s.astype(jnp.float32)))
         return s * theta
 
 
+class QCFS(nn.Module):
+    """Quantization-clip-floor-shift activation (Bu et al., ICLR 2022), the ANN side of QCFS.
+
+    ``h(x) = lam * clip(floor(x * L / lam + 1/2) / L, 0, 1)`` with a trainable per-channel
+    ``lam`` (param ``threshold``, so the converted spiking layer finds its threshold under the
+    same name). Backward: straight-through over the floor, so ``d h / d x = 1`` on ``(0, lam)``.
+    An IF neuron with threshold ``lam`` started at ``lam/2`` computes this rate exactly at T = L
+    for constant input.
+    """
+
+    levels: int = 4
+    init: float = 4.0
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """Quantized clipped activation, same shape as ``x``."""
+        lam = self.param("threshold", nn.initializers.constant(self.init), (x.shape[-1],), jnp.float32)
+        lam = jnp.maximum(lam, 1e-3).astype(x.dtype)
+        q = x / lam
+        smooth = jnp.clip(q, 0.0, 1.0)
+        quant = jnp.clip(jnp.floor(q * self.levels + 0.5) / self.levels, 0.0, 1.0)
+        return lam * (smooth + jax.lax.stop_gradient(quant - smooth))
+
+
+ACTIVATION_KINDS = ("spike", "relu", "qcfs")
+
+
 class Activation(nn.Module):
-    """``relu`` (the ANN reference) or ``spike`` (a :class:`SpikingNeuron`), one switch per model."""
+    """One switch per model: ``spike`` (a :class:`SpikingNeuron`), ``relu`` (the ANN reference)
+    or ``qcfs`` (the quantized ANN of the QCFS baseline)."""
 
     kind: str = "spike"
     neuron: Neuron = Neuron()
     noise: Noise = Noise()
     learn_threshold: bool = False
     learn_std: bool = False
+    remat: bool = False
+    qcfs_levels: int = 4
 
     @nn.compact
     def __call__(self, x: Array, **mode) -> Array:
         """Apply the activation; ``mode`` are :class:`SpikingNeuron`'s keyword arguments."""
         if self.kind == "relu":
             return nn.relu(x)
+        if self.kind == "qcfs":
+            return QCFS(self.qcfs_levels, name="neuron")(x)
         return SpikingNeuron(self.neuron, self.noise, self.learn_threshold, self.learn_std,
-                             name="neuron")(x, **mode)
+                             self.remat, name="neuron")(x, **mode)

@@ -19,12 +19,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from noisesnn_jax.layers import Activation, time_average
+from noisesnn_jax.layers import ACTIVATION_KINDS, Activation, time_average
 from noisesnn_jax.neurons import Neuron
 from noisesnn_jax.spikes import Noise
 
 Array = jax.Array
-ACTIVATIONS = ("spike", "relu")
+ACTIVATIONS = ACTIVATION_KINDS
 POOLS = ("avg", "max")
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.9
@@ -37,7 +37,7 @@ def _check_mode(activation: str, timesteps: Any, stateful: bool) -> int:
         raise ValueError(f"timesteps={timesteps!r} is invalid; it must be an integer >= 1")
     if stateful and timesteps != 1:
         raise ValueError("stateful=True runs one step at a time; pass timesteps=1")
-    # The ANN has no time: it ignores timesteps.
+    # The ANNs (relu, qcfs) have no time: they ignore timesteps.
     return timesteps if activation == "spike" else 1
 
 
@@ -52,6 +52,8 @@ class _SNNBase(nn.Module):
     learn_std: bool = False
     batch_norm: bool = True
     fold_bn: bool = False  # batch norm folded into the preceding layer's weights and bias
+    remat: bool = False  # jax.checkpoint over time in the neurons (BPTT memory)
+    qcfs_levels: int = 4  # quantization levels L of activation="qcfs"
     dtype: Any = jnp.float32
 
     def _norm(self, x: Array, i: int, train: bool) -> Array:
@@ -66,7 +68,7 @@ class _SNNBase(nn.Module):
 
     def _act(self, x: Array, i: int, mode: dict) -> Array:
         return Activation(self.activation, self.neuron, self.noise, self.learn_threshold,
-                          self.learn_std, name=f"act{i}")(x, **mode)
+                          self.learn_std, self.remat, self.qcfs_levels, name=f"act{i}")(x, **mode)
 
 
 class MLP(_SNNBase):

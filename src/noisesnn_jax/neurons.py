@@ -110,8 +110,12 @@ def initial_potential(neuron: Neuron, like: Array, v0: Array | float | None = No
 
 
 def run(neuron: Neuron, xs: Array, v0: Array | float | None = None,
-        threshold: Array | float | None = None) -> tuple[Array, Array]:
-    """Run ``T`` steps under ``lax.scan``: ``xs [T, ...] -> (spikes [T, ...], v_T [...])``."""
+        threshold: Array | float | None = None, remat: bool = False) -> tuple[Array, Array]:
+    """Run ``T`` steps under ``lax.scan``: ``xs [T, ...] -> (spikes [T, ...], v_T [...])``.
+
+    ``remat=True`` wraps each step in ``jax.checkpoint``: the backward pass recomputes a step's
+    internals from its saved potential (memory for BPTT, same values).
+    """
     xs = jnp.asarray(xs)
     if xs.ndim < 1:
         raise ValueError(f"xs must be time-major [T, ...]; got a scalar of shape {xs.shape}")
@@ -123,12 +127,14 @@ def run(neuron: Neuron, xs: Array, v0: Array | float | None = None,
         v, s = step(neuron, v, x, threshold)
         return v, s
 
+    if remat:
+        body = jax.checkpoint(body)
     v_final, spikes = jax.lax.scan(body, v, xs)
     return spikes, v_final
 
 
 def run_constant(neuron: Neuron, x: Array, timesteps: int, v0: Array | float | None = None,
-                 threshold: Array | float | None = None) -> tuple[Array, Array]:
+                 threshold: Array | float | None = None, remat: bool = False) -> tuple[Array, Array]:
     """Run ``T`` steps on a current held constant over time: ``x [...] -> (spikes [T, ...], v_T)``.
 
     Equal to ``run(neuron, broadcast(x, [T, ...]))`` without materializing ``T`` copies of ``x``.
@@ -144,5 +150,7 @@ def run_constant(neuron: Neuron, x: Array, timesteps: int, v0: Array | float | N
         v, s = step(neuron, v, x, threshold)
         return v, s
 
+    if remat:
+        body = jax.checkpoint(body)
     v_final, spikes = jax.lax.scan(body, v, None, length=int(timesteps))
     return spikes, v_final

@@ -51,9 +51,11 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> Any:
         noise = Noise(kind=z.kind, mean=float(z.mean), std=float(z.std))
     except ValueError as e:
         raise ConfigError(f"invalid neuron or noise config: {e}") from None
-    common = dict(num_classes=num_classes, activation=m.activation, neuron=neuron, noise=noise,
+    activation = {"convert": "relu", "qcfs": "qcfs"}.get(config.get("method", "noisy"), m.activation)
+    common = dict(num_classes=num_classes, activation=activation, neuron=neuron, noise=noise,
                   learn_threshold=m.learn_threshold, learn_std=m.learn_std,
-                  batch_norm=m.batch_norm)
+                  batch_norm=m.batch_norm, remat=bool(config.train.get("remat", False)),
+                  qcfs_levels=int(m.get("qcfs_levels", 4)))
     if m.name == "mlp":
         return MODELS["mlp"](hidden=tuple(m.hidden), **common)
     return MODELS[m.name](channels=tuple(m.channels), pool_after=tuple(m.pool_after), pool=m.pool,
@@ -99,14 +101,19 @@ def loss_and_metrics(logits: Array, labels: Array, num_classes: int,
 
 
 def train_step(state: TrainState, images: Array, labels: Array, noise_key: Array, *,
-               num_classes: int, label_smoothing: float = 0.0) -> tuple[TrainState, dict[str, Array]]:
-    """One T=1 step: noise from ``fold_in(noise_key, state.step)``, loss, gradients, update."""
+               num_classes: int, label_smoothing: float = 0.0,
+               timesteps: int = 1) -> tuple[TrainState, dict[str, Array]]:
+    """One step: noise from ``fold_in(noise_key, state.step)``, loss, gradients, update.
+
+    ``timesteps=1`` is this library's T=1 noisy training; ``timesteps=T > 1`` is spike-based
+    backpropagation through time (the BPTT baseline) with the neurons' surrogate gradient.
+    """
     key = jax.random.fold_in(noise_key, state.step)
 
     def loss_fn(params):
         logits, updates = state.apply_fn(
             {"params": params, "batch_stats": state.batch_stats}, images, train=True,
-            rngs={"noise": key}, mutable=["batch_stats"])
+            timesteps=timesteps, rngs={"noise": key}, mutable=["batch_stats"])
         loss, metrics = loss_and_metrics(logits, labels, num_classes, label_smoothing)
         return loss, (metrics, updates)
 
@@ -232,8 +239,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     with open(cfg_path, "w") as f:
         f.write(config_lib.to_json(config))
 
+    timesteps = t.timesteps if config.method == "bptt" else 1
     step_fn = jax.jit(functools.partial(train_step, num_classes=ds.num_classes,
-                                        label_smoothing=t.label_smoothing), donate_argnums=0)
+                                        label_smoothing=t.label_smoothing, timesteps=timesteps),
+                      donate_argnums=0)
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     ckpt_every = t.checkpoint_every_steps or spe
     step = int(state.step)
@@ -328,23 +337,37 @@ def evaluate_run(workdir: str, timesteps: tuple[int, ...] | None = None, fold_bn
     config, model, variables, ds = load_run(workdir, log)
     timesteps = tuple(timesteps or config.eval.timesteps)
     bs = config.eval.batch_size
+    extra: dict[str, Any] = {}
+    if config.method in ("convert", "qcfs"):
+        extra["ann_accuracy"] = convert.evaluate(model, variables, ds.x_test, ds.y_test, 1, bs)["accuracy"]
+        thresholds = None
+        if config.method == "convert":
+            batches = [train_batch(ds, config.train.batch_size, config.seed, i)[0]
+                       for i in range(config.convert.num_batches)]
+            thresholds = convert.activation_statistics(model, variables, batches, config.convert.percentile)
+            extra["thresholds"] = thresholds
+        v_init = config.convert.v_init if config.method == "convert" else 0.5
+        model, variables = convert.ann_to_snn(model, variables, thresholds, v_init)
     t1 = convert.evaluate(model, variables, ds.x_test, ds.y_test, 1, bs)
-    spiking = config.model.activation == "spike"
+    spiking = model.activation == "spike"
     t1_noisy = t1
-    if spiking and config.noise.kind != "none":
+    if spiking and model.noise.kind != "none":
         t1_noisy = convert.evaluate(model, variables, ds.x_test, ds.y_test, 1, bs,
                                     sample_noise_key=jax.random.key(config.seed + 1))
     eval_model, eval_vars = (convert.fold_batchnorm(model, variables) if fold_bn
                              else (model, variables))
-    accuracy, rates = [], {}
+    accuracy, rates, ops = [], {}, {}
+    probe = ds.x_test[:min(100, len(ds.x_test))]
     for T in timesteps:
         r = convert.evaluate(eval_model, eval_vars, ds.x_test, ds.y_test, T, bs)
         accuracy.append(r["accuracy"])
         rates[str(T)] = r["firing_rates"]
+        if spiking:
+            ops[str(T)] = convert.count_ops(eval_model, eval_vars, probe, T)
     return {
-        "dataset": config.dataset.name, "model": config.model.name,
-        "activation": config.model.activation, "noise": config.noise.to_dict(),
+        "dataset": config.dataset.name, "model": config.model.name, "method": config.method,
+        "activation": model.activation, "noise": config.noise.to_dict(),
         "num_test": int(len(ds.y_test)), "timesteps": list(timesteps), "accuracy": accuracy,
         "t1_accuracy": t1["accuracy"], "t1_noisy_accuracy": t1_noisy["accuracy"],
-        "firing_rates": rates, "bn_folded": bool(fold_bn), "workdir": workdir,
+        "firing_rates": rates, "ops": ops, "bn_folded": bool(fold_bn), "workdir": workdir, **extra,
     }

@@ -1,0 +1,18 @@
+"""The README's Python example runs as written."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+
+def test_readme_python_example_runs():
+    text = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks, "README has no python example"
+    scope: dict = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), scope)
+    assert scope["logits_t8"].shape == (4, 10)
+    assert scope["train_logits"].shape == (4, 10)
+    assert scope["spikes"].shape == (8, 3)
