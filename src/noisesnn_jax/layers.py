@@ -128,12 +128,12 @@ class QCFS(nn.Module):
     """
 
     levels: int = 4
-    init: float = 4.0
+    init_threshold: float = 4.0
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         """Quantized clipped activation, same shape as ``x``."""
-        lam = self.param("threshold", nn.initializers.constant(self.init), (x.shape[-1],), jnp.float32)
+        lam = self.param("threshold", nn.initializers.constant(self.init_threshold), (x.shape[-1],), jnp.float32)
         lam = jnp.maximum(lam, 1e-3).astype(x.dtype)
         q = x / lam
         smooth = jnp.clip(q, 0.0, 1.0)
