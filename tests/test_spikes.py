@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from noisesnn_jax import Neuron, Noise, expected_spike, noisy_spike
-from noisesnn_jax.spikes import sample_standard, standard_cdf, standard_pdf
+from noisesnn_jax.spikes import SAMPLERS, hash_uniform, sample_standard, standard_cdf, standard_pdf, uniform16
 
 KINDS = ["gaussian", "uniform", "logistic"]
 
@@ -29,10 +29,11 @@ def test_pdf_is_derivative_of_cdf(kind):
     np.testing.assert_allclose(np.asarray(d), np.asarray(standard_pdf(kind, z)), atol=1e-5)
 
 
+@pytest.mark.parametrize("sampler", SAMPLERS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_forward_is_binary_and_matches_expectation(kind):
-    """Monte Carlo firing rate equals E[s] = 1 - F(z) within 5 standard errors."""
-    neuron, noise = Neuron(threshold=2.0), Noise(kind)
+def test_forward_is_binary_and_matches_expectation(kind, sampler):
+    """Monte Carlo firing rate equals E[s] = 1 - F(z) within 5 standard errors, for every sampler."""
+    neuron, noise = Neuron(threshold=2.0), Noise(kind, sampler=sampler)
     x = jnp.linspace(-0.5, 2.5, 13)
     n = 20_000
     xs = jnp.broadcast_to(x, (n, 13))
@@ -50,10 +51,11 @@ def test_default_uniform_expectation_is_clip():
                                np.clip(np.asarray(x) / 2.0, 0, 1), atol=1e-6)
 
 
+@pytest.mark.parametrize("sampler", SAMPLERS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_gradient_is_derivative_of_expectation(kind):
-    """d s / d x (backward) == d E[s] / d x (analytic), for any noise draw."""
-    neuron, noise = Neuron(threshold=1.5), Noise(kind, mean=0.4, std=0.3)
+def test_gradient_is_derivative_of_expectation(kind, sampler):
+    """d s / d x (backward) == d E[s] / d x (analytic), for any noise draw and sampler."""
+    neuron, noise = Neuron(threshold=1.5), Noise(kind, mean=0.4, std=0.3, sampler=sampler)
     x = jnp.linspace(-0.4, 2.1, 26) + 0.007
     g = jax.grad(lambda x: noisy_spike(neuron, noise, x, jax.random.key(2)).sum())(x)
     ref = jax.vmap(jax.grad(lambda x: expected_spike(noise, x, 1.5)))(x)
@@ -115,7 +117,7 @@ def test_noise_needs_key_when_sampling():
 
 @pytest.mark.parametrize("kwargs,field", [
     (dict(kind="cauchy"), "kind"), (dict(std=0.0), "std"), (dict(std=-1.0), "std"),
-    (dict(mean=float("nan")), "mean"),
+    (dict(mean=float("nan")), "mean"), (dict(sampler="fast"), "sampler"),
 ])
 def test_noise_validation(kwargs, field):
     with pytest.raises(ValueError, match=field):
@@ -126,3 +128,18 @@ def test_jit_and_bf16():
     f = jax.jit(lambda x, k: noisy_spike(Neuron(), Noise(), x, k))
     s = f(jnp.ones((4, 4), jnp.bfloat16) * 0.5, jax.random.key(0))
     assert s.dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("draw,bits", [(hash_uniform, 24), (uniform16, 16)])
+def test_fast_uniforms_are_uniform_and_uncorrelated(draw, bits):
+    u = np.asarray(draw(jax.random.key(5), (512, 513))) / 2.0 ** bits
+    assert u.min() >= 0 and u.max() < 1
+    assert abs(u.mean() - 0.5) < 0.003 and abs(u.var() - 1 / 12) < 0.002
+    hist = np.histogram(u, bins=16, range=(0, 1))[0] / u.size
+    assert np.all(np.abs(hist - 1 / 16) < 0.003)
+    flat = u.ravel() - 0.5
+    for lag in (1, 2, 513, 1024):  # neighbours along rows and columns
+        assert abs(np.mean(flat[:-lag] * flat[lag:])) / np.var(flat) < 0.01
+    v = np.asarray(draw(jax.random.key(6), (512, 513))) / 2.0 ** bits
+    assert abs(np.corrcoef(u.ravel(), v.ravel())[0, 1]) < 0.01  # another key: independent
+    np.testing.assert_array_equal(u, np.asarray(draw(jax.random.key(5), (512, 513))) / 2.0 ** bits)

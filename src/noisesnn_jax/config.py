@@ -20,7 +20,7 @@ from noisesnn_jax.data import DATASETS
 from noisesnn_jax.errors import ConfigError
 from noisesnn_jax.models import ACTIVATIONS, MODELS, POOLS
 from noisesnn_jax.neurons import RESETS
-from noisesnn_jax.spikes import NOISE_KINDS
+from noisesnn_jax.spikes import NOISE_KINDS, SAMPLERS
 from noisesnn_jax.surrogate import SURROGATES
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -43,7 +43,9 @@ def get_config() -> ml_collections.ConfigDict:
     # tau = 0.0 means IF (no leak); alpha = 0.0 means the surrogate's default sharpness.
     c.neuron = ml_collections.ConfigDict({
         "threshold": 1.0, "tau": 0.0, "reset": "subtract", "surrogate": "triangle", "alpha": 0.0})
-    c.noise = ml_collections.ConfigDict({"kind": "gaussian", "mean": 0.5, "std": 12 ** -0.5})
+    # sampler: how training spikes are drawn (spikes.Noise): hash (fastest), reparam, uniform16.
+    c.noise = ml_collections.ConfigDict({"kind": "gaussian", "mean": 0.5, "std": 12 ** -0.5,
+                                         "sampler": "hash"})
     c.train = ml_collections.ConfigDict({
         "epochs": 15, "batch_size": 64, "optimizer": "adam", "learning_rate": 1e-3,
         "schedule": "cosine", "weight_decay": 0.0, "momentum": 0.9, "label_smoothing": 0.0,
@@ -172,6 +174,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(isinstance(z.mean, (int, float)) and math.isfinite(z.mean), "noise.mean", z.mean,
              "it must be a finite number (in units of the threshold)")
     _require(_positive(z.std), "noise.std", z.std, "it must be a number > 0 (in units of the threshold)")
+    _require(z.get("sampler", "reparam") in SAMPLERS, "noise.sampler", z.get("sampler"), f"choose one of {list(SAMPLERS)}")
     t = c.train
     _require(isinstance(t.epochs, int) and t.epochs >= 1, "train.epochs", t.epochs, "it must be an integer >= 1")
     _require(isinstance(t.batch_size, int) and t.batch_size >= 1, "train.batch_size", t.batch_size,

@@ -52,7 +52,7 @@ class _SNNBase(nn.Module):
     learn_std: bool = False
     batch_norm: bool = True
     fold_bn: bool = False  # batch norm folded into the preceding layer's weights and bias
-    remat: bool = False  # jax.checkpoint over time in the neurons (BPTT memory)
+    remat: bool = False  # recompute each block in the backward pass (BPTT memory)
     qcfs_levels: int = 4  # quantization levels L of activation="qcfs"
     dtype: Any = jnp.float32
 
@@ -68,7 +68,28 @@ class _SNNBase(nn.Module):
 
     def _act(self, x: Array, i: int, mode: dict) -> Array:
         return Activation(self.activation, self.neuron, self.noise, self.learn_threshold,
-                          self.learn_std, self.remat, self.qcfs_levels, name=f"act{i}")(x, **mode)
+                          self.learn_std, False, self.qcfs_levels, name=f"act{i}")(x, **mode)
+
+    def _block(self, x: Array, i: int, width: int, conv: bool, train: bool, T: int, constant: bool,
+               sample_noise: bool | None, stateful: bool) -> Array:
+        """``conv{i}``/``dense{i}`` -> ``bn{i}`` -> ``act{i}``; under ``nn.remat`` when ``remat``, so
+        backpropagation stores only the block's input and recomputes the rest."""
+        fn = _block_fn
+        if self.remat:
+            fn = nn.remat(_block_fn, static_argnums=tuple(range(2, 10)))
+        return fn(self, x, i, width, conv, train, T, constant, sample_noise, stateful)
+
+
+def _block_fn(mdl: _SNNBase, x: Array, i: int, width: int, conv: bool, train: bool, T: int,
+              constant: bool, sample_noise: bool | None, stateful: bool) -> Array:
+    if conv:
+        x = nn.Conv(width, (3, 3), padding="SAME", use_bias=mdl._layer_bias, dtype=mdl.dtype,
+                    name=f"conv{i}")(x)
+    else:
+        x = nn.Dense(width, use_bias=mdl._layer_bias, dtype=mdl.dtype, name=f"dense{i}")(x)
+    x = mdl._norm(x, i, train)
+    return mdl._act(x, i, dict(timesteps=T, constant=constant, train=train, sample_noise=sample_noise,
+                               stateful=stateful))
 
 
 class MLP(_SNNBase):
@@ -84,10 +105,7 @@ class MLP(_SNNBase):
         x = x.reshape((x.shape[0], -1)).astype(self.dtype)
         expanded = False
         for i, width in enumerate(self.hidden):
-            x = nn.Dense(width, use_bias=self._layer_bias, dtype=self.dtype, name=f"dense{i}")(x)
-            x = self._norm(x, i, train)
-            x = self._act(x, i, dict(timesteps=T, constant=not expanded, train=train,
-                                     sample_noise=sample_noise, stateful=stateful))
+            x = self._block(x, i, width, False, train, T, not expanded, sample_noise, stateful)
             expanded = expanded or T > 1
         logits = nn.Dense(self.num_classes, dtype=self.dtype, name="readout")(x)
         return time_average(logits, T if expanded else 1).astype(jnp.float32)
@@ -116,11 +134,7 @@ class CNN(_SNNBase):
         x = x.astype(self.dtype)
         expanded = False
         for i, width in enumerate(self.channels):
-            x = nn.Conv(width, (3, 3), padding="SAME", use_bias=self._layer_bias,
-                        dtype=self.dtype, name=f"conv{i}")(x)
-            x = self._norm(x, i, train)
-            x = self._act(x, i, dict(timesteps=T, constant=not expanded, train=train,
-                                     sample_noise=sample_noise, stateful=stateful))
+            x = self._block(x, i, width, True, train, T, not expanded, sample_noise, stateful)
             expanded = expanded or T > 1
             if i in self.pool_after:
                 pool = nn.avg_pool if self.pool == "avg" else nn.max_pool

@@ -25,6 +25,7 @@ from noisesnn_jax.surrogate import heaviside
 
 Array = jax.Array
 NOISE_KINDS = ("gaussian", "uniform", "logistic", "none")
+SAMPLERS = ("reparam", "uniform16", "hash")
 _SQRT3 = math.sqrt(3.0)
 _LOGISTIC_SCALE = _SQRT3 / math.pi  # logistic scale with unit variance
 
@@ -38,11 +39,19 @@ class Noise:
       mean: ``mu``; the multi-step network starts at ``v_init = mu * theta``.
       std: ``sigma > 0`` (ignored by ``none``). The defaults ``mu = 1/2``, ``sigma = 1/sqrt(12)``
         are the mean and standard deviation of the residual potential, uniform on ``[0, theta)``.
+      sampler: how a training spike is drawn. ``reparam`` draws ``eps`` and fires on
+        ``x + n >= theta``. ``uniform16`` fires on ``u < P(fire | x) = 1 - F(z)`` with a 16-bit
+        uniform ``u``, two per 32-bit random word: the same Bernoulli distribution up to a
+        ``2**-16`` rounding of the probability, the same gradient, and half the random bits.
+        ``hash`` fires on ``u < P(fire | x)`` with a 24-bit ``u`` from a counter-based integer
+        hash of the element index and a seed drawn from the key (:func:`hash_uniform`): not a
+        cryptographic generator, but fused into the spike and nearly free.
     """
 
     kind: str = "gaussian"
     mean: float = 0.5
     std: float = 12 ** -0.5
+    sampler: str = "reparam"
 
     def __post_init__(self) -> None:
         if self.kind not in NOISE_KINDS:
@@ -51,6 +60,8 @@ class Noise:
             raise ValueError(f"noise mean={self.mean!r} is invalid; it must be a finite number")
         if not (isinstance(self.std, (int, float)) and math.isfinite(self.std) and self.std > 0):
             raise ValueError(f"noise std={self.std!r} is invalid; it must be a finite number > 0")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"noise sampler={self.sampler!r} is invalid; choose one of {list(SAMPLERS)}")
 
     @property
     def stochastic(self) -> bool:
@@ -111,6 +122,35 @@ def _fire_bwd(kind: str, z: Array, g: Array) -> tuple[Array, Array]:
 _fire_on_margin.defvjp(_fire_fwd, _fire_bwd)
 
 
+def uniform16(key: Array, shape: tuple[int, ...]) -> Array:
+    """Uniform integers in ``[0, 65536)`` as float32, two per 32-bit random word."""
+    n = math.prod(shape)
+    words = jax.random.bits(key, ((n + 1) // 2,), jnp.uint32)
+    halves = jnp.concatenate([words & 0xFFFF, words >> 16])[:n]
+    return halves.astype(jnp.float32).reshape(shape)
+
+
+def _mix32(h: Array) -> Array:
+    """The ``lowbias32`` integer finalizer: a bijection of uint32 with strong avalanche."""
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x7FEB352D)
+    h = h ^ (h >> 15)
+    h = h * jnp.uint32(0x846CA68B)
+    return h ^ (h >> 16)
+
+
+def hash_uniform(key: Array, shape: tuple[int, ...]) -> Array:
+    """Uniform integers in ``[0, 2**24)`` as float32: ``mix(mix(index + seed) ^ seed2) >> 8``.
+
+    Counter-based: element ``i`` depends only on ``(key, i)``; two 32-bit seeds come from the key.
+    """
+    seeds = jax.random.bits(key, (2,), jnp.uint32)
+    n = math.prod(shape)
+    idx = jax.lax.iota(jnp.uint32, n).reshape(shape)
+    h = _mix32(_mix32(idx + seeds[0]) ^ seeds[1])
+    return (h >> 8).astype(jnp.float32)
+
+
 def expected_spike(noise: Noise, x: Array, threshold: Array | float = 1.0,
                    std: Array | float | None = None) -> Array:
     """Firing probability ``E[s] = 1 - F((theta*(1 - mu) - x) / (theta*sigma))``."""
@@ -150,13 +190,22 @@ def noisy_spike(neuron: Neuron, noise: Noise, x: Array, key: Array | None = None
         m = charge(neuron, theta * noise.mean * jnp.ones_like(x), x)
         return heaviside((m - theta) / theta, neuron.surrogate, neuron.surrogate_alpha)
     sigma = noise.std if std is None else std
+    z = (theta - c_x * x - c_v * theta * noise.mean) / (c_v * theta * sigma)
+    if sample and key is None:
+        raise ValueError("noisy_spike needs a PRNG key to sample noise; pass key=... or sample=False")
+    if sample and noise.sampler in ("uniform16", "hash"):
+        # fire iff u + 1/2 < 2**bits * P(fire), u uniform on {0 .. 2**bits - 1}
+        p_fire = 1.0 - standard_cdf(noise.kind, z.astype(jnp.float32))
+        if noise.sampler == "uniform16":
+            u, scale = uniform16(key, x.shape), 65536.0
+        else:
+            u, scale = hash_uniform(key, x.shape), 16777216.0
+        margin = jax.lax.stop_gradient(p_fire * scale - (u + 0.5))
+        return _fire_on_margin(noise.kind, z, margin.astype(x.dtype))
     if sample:
-        if key is None:
-            raise ValueError("noisy_spike needs a PRNG key to sample noise; pass key=... or sample=False")
         eps = sample_standard(noise.kind, key, x.shape, x.dtype)
         n = theta * (noise.mean + sigma * eps)
     else:
         n = theta * noise.mean * jnp.ones_like(x)
-    z = (theta - c_x * x - c_v * theta * noise.mean) / (c_v * theta * sigma)
     margin = jax.lax.stop_gradient(charge(neuron, n, x) - theta)
     return _fire_on_margin(noise.kind, z, margin)

@@ -48,7 +48,8 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> Any:
     try:
         neuron = Neuron(threshold=float(n.threshold), tau=None if not n.tau else float(n.tau),
                         reset=n.reset, surrogate=n.surrogate, alpha=float(n.alpha) or None)
-        noise = Noise(kind=z.kind, mean=float(z.mean), std=float(z.std))
+        noise = Noise(kind=z.kind, mean=float(z.mean), std=float(z.std),
+                      sampler=z.get("sampler", "reparam"))
     except ValueError as e:
         raise ConfigError(f"invalid neuron or noise config: {e}") from None
     activation = {"convert": "relu", "qcfs": "qcfs"}.get(config.get("method", "noisy"), m.activation)

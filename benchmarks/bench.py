@@ -1,0 +1,194 @@
+"""Speed benchmarks: cost of the noise, cost of time, BPTT, and peer libraries (``make bench``).
+
+    python benchmarks/bench.py [--batch 64] [--repeats 15] [--out benchmarks/results]
+
+All cases run side by side in one process, interleaved round-robin over ``--repeats`` rounds
+after warm-up, and each is reported as the median; ratios are taken between medians of the same
+run. The network is the demo CNN (``noisesnn_jax.models.CNN`` defaults, 28x28x1 input). Writes
+``results.json`` and ``results.md`` (with the machine and the command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from noisesnn_jax import convert
+from noisesnn_jax.models import CNN
+from noisesnn_jax.neurons import Neuron
+from noisesnn_jax.spikes import Noise
+from noisesnn_jax.train import TrainState, create_state, train_step
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _train_case(model: CNN, batch: int, timesteps: int = 1) -> tuple[Callable[[], None], int]:
+    """A jitted train step on fixed data; returns (run once, temp bytes of the compiled step)."""
+    import optax
+
+    state = create_state(model, optax.adam(1e-3), (28, 28, 1), jax.random.key(0))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(batch, 28, 28, 1)), jnp.float32)
+    y = jnp.zeros((batch,), jnp.int32)
+    key = jax.random.key(1)
+    fn = jax.jit(functools.partial(train_step, num_classes=10, timesteps=timesteps), donate_argnums=0)
+    mem = fn.lower(state, x, y, key).compile().memory_analysis()
+    temp = int(getattr(mem, "temp_size_in_bytes", 0)) if mem is not None else 0
+    box: dict[str, TrainState] = {"s": state}
+
+    def run() -> None:
+        box["s"], m = fn(box["s"], x, y, key)
+        jax.block_until_ready(m)
+
+    return run, temp
+
+
+def _infer_case(model: CNN, batch: int, timesteps: int) -> Callable[[], None]:
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(batch, 28, 28, 1)), jnp.float32)
+    v = model.init({"params": jax.random.key(0)}, x)
+    fm, fv = convert.fold_batchnorm(model, v)
+    fn = jax.jit(lambda v, x: fm.apply(v, x, timesteps=timesteps))
+
+    def run() -> None:
+        jax.block_until_ready(fn(fv, x))
+
+    return run
+
+
+def measure(cases: dict[str, Callable[[], None]], repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per case, cases interleaved round-robin."""
+    for run in cases.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(repeats):
+        for k, run in cases.items():
+            t0 = time.perf_counter()
+            run()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def machine() -> str:
+    """One line: processor, cores, jax version and backend."""
+    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"jax {jax.__version__} ({jax.devices()[0].platform})")
+
+
+def _load_peers():
+    path = os.path.join(HERE, "peers.py")
+    if not os.path.exists(path):
+        return None
+    spec = importlib.util.spec_from_file_location("noisesnn_peers", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--out", default=os.path.join(HERE, "results"))
+    p.add_argument("--no-peers", action="store_true")
+    args = p.parse_args(argv)
+    B = args.batch
+    gauss = {s: CNN(noise=Noise("gaussian", sampler=s)) for s in ("reparam", "uniform16", "hash")}
+    bptt = CNN(noise=Noise("none", mean=0.5), neuron=Neuron(surrogate="atan"))
+
+    # 1. the cost of the noise: T=1 noisy step vs the same model's ReLU ANN step
+    print("measuring training steps ...", file=sys.stderr)
+    train_cases, temps = {}, {}
+    for name, model in [("relu ANN", CNN(activation="relu")), ("T=1 no noise", CNN(noise=Noise("none"))),
+                        *[(f"T=1 gaussian, {s}", m) for s, m in gauss.items()]]:
+        train_cases[name], temps[name] = _train_case(model, B)
+    for T in (4, 8):
+        train_cases[f"BPTT T={T}"], temps[f"BPTT T={T}"] = _train_case(bptt, B, T)
+        train_cases[f"BPTT T={T}, remat"], temps[f"BPTT T={T}, remat"] = _train_case(
+            bptt.clone(remat=True), B, T)
+    train = measure(train_cases, args.repeats)
+
+    # 2. the cost of time: T=N inference vs N x the T=1 forward
+    print("measuring inference ...", file=sys.stderr)
+    snn = CNN()
+    infer = measure({f"T={T}": _infer_case(snn, B, T) for T in (1, 4, 8, 16)}, args.repeats)
+
+    # 3. peers
+    peers = {}
+    mod = None if args.no_peers else _load_peers()
+    if mod is not None:
+        for name, reason in mod.available().items():
+            if reason is not None:
+                peers[name] = {"skipped": reason}
+                print(f"peer {name} skipped: {reason}", file=sys.stderr)
+                continue
+            print(f"measuring peer {name} ...", file=sys.stderr)
+            try:
+                peers[name] = mod.bench_peer(name, B, (4, 8), 4, repeats=max(5, args.repeats // 2))
+            except Exception as e:  # a peer's failure must not lose our own numbers
+                peers[name] = {"skipped": f"{type(e).__name__}: {e}"}
+
+    base = train["relu ANN"]
+    result = {
+        "date": datetime.date.today().isoformat(), "machine": machine(), "batch": B,
+        "repeats": args.repeats, "command": "make bench",
+        "train_step_ms": {k: 1e3 * v for k, v in train.items()},
+        "train_ratio_to_ann": {k: v / base for k, v in train.items()},
+        "train_temp_mib": {k: v / 2 ** 20 for k, v in temps.items()},
+        "inference_ms": {k: 1e3 * v for k, v in infer.items()},
+        "inference_ratio_to_n_t1": {k: infer[k] / (int(k[2:]) * infer["T=1"]) for k in infer},
+        "peers": peers,
+    }
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    md = render(result)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(md)
+    print(md)
+    return 0
+
+
+def render(r: dict) -> str:
+    """The markdown tables of a result."""
+    lines = [f"Measured {r['date']} on {r['machine']} by `{r['command']}`: batch {r['batch']}, "
+             f"median of {r['repeats']} interleaved repeats after warm-up.", "",
+             "| training step (demo CNN, 28x28) | ms | ratio to ReLU ANN step | compiled temp memory (MiB) |",
+             "|---|---:|---:|---:|"]
+    for k, v in r["train_step_ms"].items():
+        lines.append(f"| {k} | {v:.1f} | {r['train_ratio_to_ann'][k]:.2f} | {r['train_temp_mib'][k]:.1f} |")
+    lines += ["", "| inference (BN folded) | ms | ratio to T x (T=1 forward) |", "|---|---:|---:|"]
+    for k, v in r["inference_ms"].items():
+        lines.append(f"| {k} | {v:.1f} | {r['inference_ratio_to_n_t1'][k]:.2f} |")
+    if r["peers"]:
+        ours = {"inference_s": {T: r["inference_ms"].get(f"T={T}", float("nan")) / 1e3 for T in (4, 8)},
+                "train_step_s": r["train_step_ms"]["BPTT T=4"] / 1e3}
+        lines += ["", "| library | inference T=4 (ms) | inference T=8 (ms) | BPTT step T=4 (ms) | note |",
+                  "|---|---:|---:|---:|---|",
+                  f"| noisesnn-jax | {1e3 * ours['inference_s'][4]:.1f} | {1e3 * ours['inference_s'][8]:.1f} | "
+                  f"{1e3 * ours['train_step_s']:.1f} | jit, first layer once; T=1 noisy step: "
+                  f"{r['train_step_ms']['T=1 gaussian, hash']:.1f} ms |"]
+        for name, p in r["peers"].items():
+            if "skipped" in p:
+                lines.append(f"| {name} | - | - | - | skipped: {p['skipped']} |")
+                continue
+            inf = {int(k): v for k, v in p["inference_s"].items()}
+            lines.append(f"| {name} {p.get('version', '')} | {1e3 * inf.get(4, float('nan')):.1f} | "
+                         f"{1e3 * inf.get(8, float('nan')):.1f} | {1e3 * p['train_step_s']:.1f} | {p.get('note', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
