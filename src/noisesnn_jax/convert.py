@@ -225,6 +225,8 @@ def count_ops(model: Any, variables: Variables, images: Array, timesteps: int = 
 
     images = jnp.asarray(images)
     batch = images.shape[0]
+    if getattr(model, "remat", False):  # no tracing transform around the layers we record
+        model = model.clone(remat=False)
     with nn.intercept_methods(interceptor):
         model.apply(variables, images, timesteps=timesteps)
     layers, total_sops, first_macs, ann_macs = {}, 0.0, 0.0, 0.0
