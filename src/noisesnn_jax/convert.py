@@ -83,11 +83,14 @@ def flatten_rates(tree: Any) -> dict[str, float]:
 
 
 def evaluate(model: Any, variables: Variables, x: np.ndarray, y: np.ndarray, timesteps: int = 1,
-             batch_size: int = 500, sample_noise_key: Array | None = None) -> dict[str, Any]:
+             batch_size: int = 500, sample_noise_key: Array | None = None,
+             max_rows: int = 8192) -> dict[str, Any]:
     """Accuracy and mean per-layer firing rates over ``(x, y)`` at ``timesteps``.
 
-    With ``sample_noise_key`` (T=1 only) the noise is sampled instead of set to its mean.
+    With ``sample_noise_key`` (T=1 only) the noise is sampled instead of set to its mean. The
+    batch shrinks so that ``timesteps * batch <= max_rows`` (multi-step tensors are ``[T*B, ...]``).
     """
+    batch_size = max(1, min(batch_size, max_rows // max(1, int(timesteps))))
     correct, rates_sum, n = 0, {}, len(x)
     for start in range(0, n, batch_size):
         xb = jnp.asarray(x[start:start + batch_size])
