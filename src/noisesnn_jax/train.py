@@ -23,7 +23,7 @@ from flax import serialization
 from flax.training import train_state
 
 from noisesnn_jax import config as config_lib
-from noisesnn_jax import convert
+from noisesnn_jax import convert, parallel
 from noisesnn_jax.data import Dataset, load_dataset, steps_per_epoch, train_batch
 from noisesnn_jax.errors import CheckpointError, ConfigError
 from noisesnn_jax.models import MODELS
@@ -237,13 +237,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if restored is not None:
         state = restored
         log(f"resumed from step {int(state.step)} in {workdir}")
-    with open(cfg_path, "w") as f:
-        f.write(config_lib.to_json(config))
+    main_process = jax.process_index() == 0
+    if main_process:
+        with open(cfg_path, "w") as f:
+            f.write(config_lib.to_json(config))
+    if not main_process:
+        log = lambda *a, **k: None  # noqa: E731 - logs and metrics from process 0 only
+        progress = False
 
     timesteps = t.timesteps if config.method == "bptt" else 1
-    step_fn = jax.jit(functools.partial(train_step, num_classes=ds.num_classes,
-                                        label_smoothing=t.label_smoothing, timesteps=timesteps),
-                      donate_argnums=0)
+    step_impl = functools.partial(train_step, num_classes=ds.num_classes,
+                             label_smoothing=t.label_smoothing, timesteps=timesteps)
+    mesh = parallel.make_mesh()
+    if mesh.devices.size > 1:
+        try:
+            parallel.check_divisible(t.batch_size, mesh)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        state = parallel.replicate(mesh, state)
+        step_fn = parallel.shard_train_step(mesh, step_impl)
+        rows = parallel.process_slice(t.batch_size)
+        to_device = lambda a: parallel.global_batch(mesh, a[rows])  # noqa: E731
+        log(f"data parallel over {mesh.devices.size} devices ({jax.process_count()} processes)")
+    else:
+        step_fn = jax.jit(step_impl, donate_argnums=0)
+        to_device = jnp.asarray
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     ckpt_every = t.checkpoint_every_steps or spe
     step = int(state.step)
@@ -263,7 +281,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         count = 0
         while step < end:
             xb, yb = train_batch(ds, t.batch_size, config.seed, step)
-            state, m = step_fn(state, xb, yb, noise_key)
+            state, m = step_fn(state, to_device(xb), to_device(yb), noise_key)
             step += 1
             count += 1
             if count % 10 == 0 or step == end:
@@ -289,7 +307,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         last = {"epoch": epoch + 1, "step": step, "train_loss": sums["loss"] / sampled,
                 "train_accuracy": sums["accuracy"] / sampled, "test_accuracy_t1": ev["accuracy"],
                 "epoch_seconds": round(seconds, 3), "steps": count}
-        _write_jsonl(metrics_path, last)
+        if main_process:
+            _write_jsonl(metrics_path, last)
         log(f"epoch {epoch + 1:3d}/{t.epochs}  loss {last['train_loss']:.4f}  "
             f"train acc {last['train_accuracy']:.4f}  test acc (T=1) {ev['accuracy']:.4f}  "
             f"{seconds:.1f}s")
