@@ -142,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     except (NoiseSNNError, FloatingPointError) as e:
         print(f"noisesnn {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        from noisesnn_jax.train import TrainingInterrupted
+        if not isinstance(e, TrainingInterrupted):
+            raise
+        print(f"noisesnn {args.command}: {e}", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"noisesnn {args.command}: interrupted", file=sys.stderr)
         return 130

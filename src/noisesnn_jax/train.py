@@ -265,17 +265,55 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     ckpt_every = t.checkpoint_every_steps or spe
     step = int(state.step)
-    last: dict[str, Any] = {}
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
         progress = False
+        tqdm = None
     final = total if stop_at_step is None else min(total, int(stop_at_step))
+    stop = _StopOnSignal()
+    try:
+        last = _loop(config, ds, model, state, step, final, spe, step_fn, to_device, noise_key, manager,
+                     stop, ckpt_every, metrics_path if main_process else None, log,
+                     tqdm if progress else None)
+    finally:
+        stop.restore()
+    manager.close()
+    return last
+
+
+class _StopOnSignal:
+    """SIGTERM (preemption) and SIGINT set a flag; the loop saves a checkpoint and returns."""
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+        self.requested = None
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = signum
+
+    def restore(self) -> None:
+        import signal
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _loop(config: ml_collections.ConfigDict, ds: Dataset, model: Any, state: TrainState, step: int,
+          final: int, spe: int, step_fn, to_device, noise_key: Array, manager, stop: _StopOnSignal,
+          ckpt_every: int, metrics_path: str | None, log, tqdm) -> dict[str, Any]:
+    """Steps ``step .. final`` of :func:`train_and_evaluate`: epochs, checkpoints, metrics."""
+    t = config.train
+    last: dict[str, Any] = {}
     while step < final:
         epoch = step // spe
         end = min((epoch + 1) * spe, final)
         bar = tqdm(total=spe, initial=step - epoch * spe, desc=f"epoch {epoch + 1}/{t.epochs}",
-                   leave=False, disable=None if progress else True, file=sys.stderr)
+                   leave=False, disable=None, file=sys.stderr) if tqdm else _NoBar()
         t0 = time.perf_counter()
         sums = {"loss": 0.0, "accuracy": 0.0}
         count = 0
@@ -293,11 +331,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             for k in sums:
                 sums[k] += float(m[k]) if count % 10 == 0 or step == end else 0.0
             bar.update(1)
+            if stop.requested is not None:
+                break
             if step % ckpt_every == 0 and step != end:
                 save_checkpoint(manager, state)
         bar.close()
         seconds = time.perf_counter() - t0
         save_checkpoint(manager, state)
+        if stop.requested is not None:
+            log(f"signal {stop.requested} received: saved a checkpoint at step {step}; re-run to continue")
+            raise TrainingInterrupted(step)
         if step % spe:  # stopped inside an epoch: no epoch summary
             log(f"stopped at step {step} (epoch {epoch + 1} unfinished); re-run to continue")
             break
@@ -307,13 +350,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         last = {"epoch": epoch + 1, "step": step, "train_loss": sums["loss"] / sampled,
                 "train_accuracy": sums["accuracy"] / sampled, "test_accuracy_t1": ev["accuracy"],
                 "epoch_seconds": round(seconds, 3), "steps": count}
-        if main_process:
+        if metrics_path:
             _write_jsonl(metrics_path, last)
         log(f"epoch {epoch + 1:3d}/{t.epochs}  loss {last['train_loss']:.4f}  "
             f"train acc {last['train_accuracy']:.4f}  test acc (T=1) {ev['accuracy']:.4f}  "
             f"{seconds:.1f}s")
-    manager.close()
     return last
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on a signal after saving a checkpoint at ``step``."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"interrupted at step {step}; a checkpoint was saved, re-run to continue")
+        self.step = step
 
 
 # ----------------------------------------------------------------------------- evaluation
