@@ -370,8 +370,16 @@ def check_peer(name: str, batch: int = 2, timesteps: int = 2) -> dict:
 
         model = build_spyx()
         model.eval()
+        graphdef, state = nnx.split(model)
+
+        @jax.jit
+        def run(state: Any, x: jax.Array) -> tuple[jax.Array, list]:
+            record: list = []
+            return nnx.merge(graphdef, state)(x, timesteps, record=record), record
+
         x = jax.random.normal(jax.random.key(0), (batch, 28, 28, 1))
-        out = np.asarray(model(x, timesteps, record=spikes))
+        out, spikes = run(state, x)
+        out = np.asarray(out)
         n_params = sum(int(np.prod(v.shape)) for v in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)))
         spikes = [np.asarray(s) for s in spikes]
     else:

@@ -78,3 +78,42 @@ def test_training_loop_on_8_devices_matches_one(tmp_path):
         out[n] = np.load(w + "/kernel.npy")
     diff = np.abs(out[1] - out[8])
     assert np.median(diff) < 1e-4 and diff.max() < 0.02, (np.median(diff), diff.max())
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process(tmp_path):
+    """Two processes on 127.0.0.1 (jax.distributed.initialize, gloo), one device each, train on the
+    same global batches as one process with two devices and reach the same parameters."""
+    from noisesnn_jax.train import load_run
+
+    args = ["--no-progress", "--config.dataset.name=digits", "--config.model.name=mlp",
+            "--config.model.hidden=32", "--config.train.epochs=1", "--config.train.batch_size=64"]
+    cmd = [sys.executable, "-m", "noisesnn_jax", "train"]
+    port = _free_port()
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES="1", JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    two = str(tmp_path / "two")
+    procs = [subprocess.Popen(cmd + ["--workdir", two, "--coordinator", f"127.0.0.1:{port}",
+                                     "--num-processes", "2", "--process-id", str(i)] + args,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert "data parallel over 2 devices (2 processes)" in outs[0]
+    assert "epoch" not in outs[1]  # logs from process 0 only
+    one = str(tmp_path / "one")
+    proc = subprocess.run(cmd + ["--workdir", one] + args, env=dict(env, JAX_NUM_CPU_DEVICES="2"),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a = load_run(two, log=lambda m: None)[2]["params"]
+    b = load_run(one, log=lambda m: None)[2]["params"]
+    np.testing.assert_allclose(np.asarray(a["dense0"]["kernel"]), np.asarray(b["dense0"]["kernel"]),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(a["readout"]["kernel"]), np.asarray(b["readout"]["kernel"]),
+                               rtol=1e-5, atol=1e-6)

@@ -70,7 +70,30 @@ def plot_accuracy(results: list[dict[str, Any]], path: str, names: list[str] | N
     plt.close(fig)
 
 
+def init_distributed(args: argparse.Namespace) -> None:
+    """``jax.distributed.initialize`` for a multi-process run, before JAX is first used.
+
+    ``--distributed`` alone lets JAX detect the cluster (TPU pods, SLURM, ...); ``--coordinator``,
+    ``--num-processes`` and ``--process-id`` give it explicitly (e.g. several GPU hosts).
+    """
+    if not (args.distributed or args.coordinator):
+        return
+    import jax
+    kwargs = {}
+    if args.coordinator:
+        if args.num_processes is None or args.process_id is None:
+            raise NoiseSNNError("--coordinator needs --num-processes and --process-id")
+        kwargs = dict(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                      process_id=args.process_id)
+    try:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    except Exception:  # pragma: no cover - older JAX
+        pass
+    jax.distributed.initialize(**kwargs)
+
+
 def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
+    init_distributed(args)
     from noisesnn_jax import config as config_lib
     from noisesnn_jax.train import train_and_evaluate
     config = config_lib.load_config(args.config) if args.config else config_lib.get_config()
@@ -121,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="Python config file with get_config() (default: built-in)")
     t.add_argument("--workdir", required=True, help="folder for checkpoints, config and metrics")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--distributed", action="store_true",
+                   help="multi-process run: call jax.distributed.initialize() (cluster auto-detected)")
+    t.add_argument("--coordinator", help="multi-process run: coordinator host:port (with the two below)")
+    t.add_argument("--num-processes", type=int)
+    t.add_argument("--process-id", type=int)
     e = sub.add_parser("evaluate", help="evaluate a trained workdir at T=1 and converted T=N")
     e.add_argument("--workdir", required=True)
     e.add_argument("--timesteps", type=_parse_timesteps, default=None,

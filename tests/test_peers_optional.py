@@ -1,0 +1,72 @@
+"""benchmarks/peers.py: the peer-library CNNs build, compute the described network, and time.
+
+Peers are optional (CI installs none): each missing peer is skipped, never failed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+
+import pytest
+
+PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "peers.py")
+NAMES = ("spikingjelly", "snntorch", "spyx")
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("noisesnn_peers_test", PATH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def peers():
+    return _load()
+
+
+@pytest.fixture(scope="module")
+def status(peers):
+    return peers.available()
+
+
+def test_available_lists_every_peer(peers, status):
+    assert tuple(peers.PEERS) == NAMES
+    assert isinstance(status, dict) and set(status) == set(NAMES)
+    for reason in status.values():
+        assert reason is None or (isinstance(reason, str) and reason and "\n" not in reason)
+    # conv kernels + BN scale/shift + readout of the noisesnn_jax.models.CNN defaults
+    assert peers.NUM_PARAMS == 16 * 9 + 32 * 16 * 9 + 64 * 32 * 9 + 64 * 64 * 9 + 2 * (16 + 32 + 64 + 64) + 3136 * 10 + 10
+
+
+def test_unknown_peer_is_rejected(peers):
+    with pytest.raises(ValueError):
+        peers.bench_peer("nope", 2)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unavailable_peer_raises(peers, status, name):
+    if status[name] is None:
+        pytest.skip(f"{name} is installed")
+    with pytest.raises(RuntimeError):
+        peers.bench_peer(name, 2)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_peer_network_and_timings(peers, status, name):
+    if status[name] is not None:
+        pytest.skip(f"{name}: {status[name]}")
+    net = peers.check_peer(name, batch=2, timesteps=2)
+    assert net["output_shape"] == (2, 10) and net["finite"]
+    assert net["num_params"] == peers.NUM_PARAMS
+    assert net["spike_layers"] == 4
+    assert set(net["spike_values"]) <= {0.0, 1.0}
+
+    r = peers.bench_peer(name, batch=2, timesteps=(2,), train_timesteps=2, repeats=1, warmup=0)
+    assert r["library"] == name and isinstance(r["version"], str) and r["version"]
+    assert r["repeats"] == 1 and isinstance(r["note"], str)
+    assert set(r["inference_s"]) == {2}
+    for t in [*r["inference_s"].values(), r["train_step_s"]]:
+        assert isinstance(t, float) and math.isfinite(t) and t > 0
