@@ -20,7 +20,7 @@ arctan surrogate gradient for BPTT. Direct input coding: the image is fed at eve
 * Spyx (JAX/flax.nnx): stateless layers on ``[T*B, ...]``, each IF layer scanned over time with
   ``spyx.nn.run`` (``jax.lax.scan``), arctan surrogate from ``spyx.axn``. ``spyx.nn.IF`` fires on
   the potential *before* adding the step's input (one step of delay per layer, so with 4 layers
-  nothing reaches the readout at T <= 4); :class:`_SpyxIF` subclasses it to fire on ``v + x`` of
+  nothing reaches the readout at T <= 4); ``SpyxIF`` (in :func:`_spyx_classes`) subclasses it to fire on ``v + x`` of
   the same step, like the other two peers and noisesnn-jax.
 
 Install (CPU torch only; without the constraint pip pulls a CUDA torch)::
@@ -31,10 +31,12 @@ Install (CPU torch only; without the constraint pip pulls a CUDA torch)::
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import json
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -222,7 +224,10 @@ def _torch_bench(name: str, batch: int, timesteps: tuple[int, ...], train_timest
     layout = ("multi-step m mode, stateless layers on [T*B] (SeqToANNContainer), IFNode(v_reset=None), ATan"
               if name == "spikingjelly" else
               "Python loop over T, snn.Leaky(beta=1, subtract) = IF, atan")
-    note = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, eager; {layout}; "
+    # torch's OpenMP pool spins while it waits: on a busy CPU its default threads can run element-wise
+    # ops ~10x slower than one thread, so the wait policy is part of the record
+    note = (f"torch {torch.__version__}, {torch.get_num_threads()} threads "
+            f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}), eager; {layout}; "
             f"input [B,1,28,28] fed every step")
     return {"library": name, "version": _version(name), "inference_s": inference, "train_step_s": train,
             "repeats": repeats, "note": note}
@@ -232,15 +237,17 @@ def _torch_bench(name: str, batch: int, timesteps: tuple[int, ...], train_timest
 # Spyx (JAX, flax.nnx)
 
 
-def build_spyx(seed: int = 0) -> Any:
-    """The CNN as a flax.nnx Module with Spyx IF neurons: ``(x [B,28,28,1], T) -> logits [B, 10]``."""
+@functools.lru_cache(maxsize=1)
+def _spyx_classes() -> tuple[type, type]:
+    """The Spyx IF neuron (same-step firing) and the CNN module, defined once per process."""
     import jax
     import jax.numpy as jnp
+    import numpy as np
     import spyx.axn
     import spyx.nn
     from flax import nnx
 
-    class _SpyxIF(spyx.nn.IF):
+    class SpyxIF(spyx.nn.IF):
         """``spyx.nn.IF`` firing on this step's potential: ``m = v + x; s = H(m - theta); v = m - theta*s``."""
 
         def __call__(self, x: jax.Array, V: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -254,18 +261,28 @@ def build_spyx(seed: int = 0) -> Any:
     class SpyxCNN(nnx.Module):
         """Stateless layers on ``[T*B, ...]``; each IF layer scanned over time by ``spyx.nn.run``."""
 
-        def __init__(self, rngs: nnx.Rngs) -> None:
+        def __init__(self, seed: int = 0) -> None:
+            rngs, host = nnx.Rngs(seed), np.random.default_rng(seed)
+
+            def lecun_normal(key: Any, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+                # flax's default (truncated normal, fan-in), drawn on the host: an eager jax.random
+                # initializer compiles once per shape, seconds on a loaded CPU
+                w = host.standard_normal(shape)
+                while (bad := np.abs(w) > 2.0).any():
+                    w[bad] = host.standard_normal(int(bad.sum()))
+                return jnp.asarray(w / math.sqrt(math.prod(shape[:-1])) / 0.87962566103423978, dtype)
+
             cins = (1,) + CHANNELS[:-1]
-            self.convs = nnx.List([nnx.Conv(a, b, (3, 3), padding="SAME", use_bias=False, rngs=rngs)
-                                   for a, b in zip(cins, CHANNELS)])
+            self.convs = nnx.List([nnx.Conv(a, b, (3, 3), padding="SAME", use_bias=False, kernel_init=lecun_normal,
+                                            rngs=rngs) for a, b in zip(cins, CHANNELS)])
             self.bns = nnx.List([nnx.BatchNorm(c, momentum=1.0 - BN_MOMENTUM_TORCH, epsilon=BN_EPS, rngs=rngs)
                                  for c in CHANNELS])
             size, shapes = 28, []
             for i, c in enumerate(CHANNELS):
                 shapes.append((size, size, c))
                 size = size // 2 if i in POOL_AFTER else size
-            self.ifs = nnx.List([_SpyxIF(s, threshold=THRESHOLD, activation=spyx.axn.arctan()) for s in shapes])
-            self.readout = nnx.Linear(FEATURES, NUM_CLASSES, rngs=rngs)
+            self.ifs = nnx.List([SpyxIF(s, threshold=THRESHOLD, activation=spyx.axn.arctan()) for s in shapes])
+            self.readout = nnx.Linear(FEATURES, NUM_CLASSES, kernel_init=lecun_normal, rngs=rngs)
 
         def __call__(self, x: jax.Array, T: int, record: list | None = None) -> jax.Array:
             B = x.shape[0]
@@ -281,7 +298,12 @@ def build_spyx(seed: int = 0) -> Any:
             logits = self.readout(h.reshape(T * B, -1))
             return logits.reshape(T, B, NUM_CLASSES).mean(0)
 
-    return SpyxCNN(nnx.Rngs(seed))
+    return SpyxIF, SpyxCNN
+
+
+def build_spyx(seed: int = 0) -> Any:
+    """The CNN as a flax.nnx Module with Spyx IF neurons: ``(x [B,28,28,1], T) -> logits [B, 10]``."""
+    return _spyx_classes()[1](seed)
 
 
 def _spyx_bench(batch: int, timesteps: tuple[int, ...], train_timesteps: int, repeats: int, warmup: int) -> dict:
@@ -297,14 +319,13 @@ def _spyx_bench(batch: int, timesteps: tuple[int, ...], train_timesteps: int, re
     y = jnp.asarray(rng.integers(0, NUM_CLASSES, size=(batch,)), jnp.int32)
 
     model = build_spyx()
-    model.eval()
+    model.eval()  # BatchNorm on running averages; the graphdef keeps the mode
     graphdef, state = nnx.split(model)
     inference = {}
     for T in timesteps:
         fn = jax.jit(lambda state, x, T=T: nnx.merge(graphdef, state)(x, T))
         inference[T] = _median_time(lambda fn=fn: jax.block_until_ready(fn(state, x)), repeats, warmup)
 
-    model = build_spyx()
     model.train()
     graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     tx = optax.adam(LEARNING_RATE)

@@ -9,7 +9,7 @@ import pytest
 
 from noisesnn_jax import Neuron, Noise, convert
 from noisesnn_jax.layers import STATE_COLLECTION
-from noisesnn_jax.models import CNN, MLP
+from noisesnn_jax.models import CNN, MLP, VGG, ResNet
 
 
 def _trained_like(model, x, key=0):
@@ -46,6 +46,10 @@ MODELS = {
     "mlp-learned": (MLP(hidden=(32, 16), num_classes=4, learn_threshold=True, learn_std=True,
                         noise=Noise("logistic", mean=0.3)), (7, 20)),
     "mlp-nobn": (MLP(hidden=(24,), num_classes=3, batch_norm=False), (5, 10)),
+    "resnet-basic": (ResNet(stage_sizes=(1, 1), widths=(4, 8), num_classes=3), (3, 8, 8, 2)),
+    "resnet-bottleneck-imagenet": (ResNet(stage_sizes=(1, 1), widths=(2, 4), bottleneck=True, stem="imagenet",
+                                          num_classes=3), (2, 16, 16, 3)),
+    "vgg-tiny": (VGG(stages=((4,), (8, 8)), hidden=8, num_classes=3), (3, 8, 8, 1)),
 }
 
 
@@ -71,7 +75,8 @@ def test_multistep_computes_first_layer_once():
     assert "f32[6,12,12,8]" in jaxpr and "f32[48,6,6,8]" in jaxpr
 
 
-@pytest.mark.parametrize("name", ["cnn-avg", "cnn-max-lif-zero", "mlp-learned"])
+@pytest.mark.parametrize("name", ["cnn-avg", "cnn-max-lif-zero", "mlp-learned", "resnet-basic",
+                                  "resnet-bottleneck-imagenet", "vgg-tiny"])
 def test_batchnorm_folding_is_exact(name):
     model, shape = MODELS[name]
     x = jax.random.normal(jax.random.key(8), shape) * 2.0
@@ -126,3 +131,22 @@ def test_bad_timesteps_and_shapes():
         model.apply(v, x, timesteps=0)
     with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
         model.apply(v, jnp.ones((2, 12, 12)))
+
+
+def test_zoo_sizes_and_relu_conversion():
+    """The zoo builds at standard sizes (ResNet-20 has 0.27M parameters) and a ReLU ResNet
+    converts with one threshold per activation, residual outputs included."""
+    from noisesnn_jax import models
+    x = jnp.ones((1, 32, 32, 3))
+    v = models.resnet20(num_classes=10).init({"params": jax.random.key(0)}, x)
+    n = sum(a.size for a in jax.tree_util.tree_leaves(v["params"]))
+    assert 0.26e6 < n < 0.28e6
+    ann = ResNet(stage_sizes=(1, 1), widths=(4, 8), num_classes=3, activation="relu")
+    xs = np.asarray(jax.random.normal(jax.random.key(1), (4, 8, 8, 2)))
+    va = ann.init({"params": jax.random.key(0)}, xs)
+    th = convert.activation_statistics(ann, va, [xs], 99.9)
+    assert set(th) == {"act0", "acts0b0_a", "acts0b0_out", "acts1b0_a", "acts1b0_out"}
+    snn, sv = convert.ann_to_snn(ann, va, th, 0.5)
+    assert sv["params"]["acts1b0_out"]["neuron"]["threshold"].shape == (8,)
+    logits, rates = convert.predict(*convert.fold_batchnorm(snn, sv), xs, 4)
+    assert logits.shape == (4, 3) and len(rates) == 5

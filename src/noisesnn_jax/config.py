@@ -39,7 +39,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict({
         "name": "cnn", "activation": "spike", "channels": (16, 32, 64, 64),
         "pool_after": (0, 2), "pool": "avg", "hidden": (256, 256), "batch_norm": True,
-        "learn_threshold": False, "learn_std": False, "qcfs_levels": 4})
+        "learn_threshold": False, "learn_std": False, "qcfs_levels": 4,
+        # zoo models (vgg11/16, resnet18/20/34/50): stem "cifar" (32x32) or "imagenet";
+        # dtype: compute in float32 or bfloat16 (parameters and optimizer state stay float32)
+        "stem": "cifar", "dtype": "float32"})
     # tau = 0.0 means IF (no leak); alpha = 0.0 means the surrogate's default sharpness.
     c.neuron = ml_collections.ConfigDict({
         "threshold": 1.0, "tau": 0.0, "reset": "subtract", "surrogate": "triangle", "alpha": 0.0})
@@ -155,6 +158,9 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(m.name in MODELS, "model.name", m.name, f"choose one of {sorted(MODELS)}")
     _require(m.activation in ACTIVATIONS, "model.activation", m.activation, f"choose one of {list(ACTIVATIONS)}")
     _require(m.pool in POOLS, "model.pool", m.pool, f"choose one of {list(POOLS)}")
+    _require(m.get("stem", "cifar") in ("cifar", "imagenet"), "model.stem", m.get("stem"), "choose cifar or imagenet")
+    _require(m.get("dtype", "float32") in ("float32", "bfloat16"), "model.dtype", m.get("dtype"),
+             "choose float32 or bfloat16")
     for f in ("channels", "hidden"):
         v = m[f]
         _require(isinstance(v, tuple) and len(v) > 0 and all(isinstance(w, int) and w > 0 for w in v),

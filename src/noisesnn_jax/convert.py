@@ -36,11 +36,11 @@ def fold_batchnorm(model: Any, variables: Variables) -> tuple[Any, Variables]:
     stats = variables.get("batch_stats", {})
     folded: dict[str, Any] = {}
     for name, sub in params.items():
-        if name.startswith("bn"):
-            continue
+        if _bn_partner(name, "bn") is not None:
+            continue  # a batch norm: folded into its layer below
         for prefix in ("conv", "dense"):
-            if name.startswith(prefix) and f"bn{name[len(prefix):]}" in params:
-                bn_name = f"bn{name[len(prefix):]}"
+            bn_name = _bn_partner(name, prefix)
+            if bn_name is not None and bn_name in params:
                 bn, st = params[bn_name], stats[bn_name]
                 scale = bn["scale"] * jax.lax.rsqrt(st["var"] + BN_EPS)
                 bias = sub.get("bias", jnp.zeros_like(bn["bias"]))
@@ -51,6 +51,11 @@ def fold_batchnorm(model: Any, variables: Variables) -> tuple[Any, Variables]:
     out = {k: v for k, v in variables.items() if k not in ("params", "batch_stats")}
     out["params"] = folded
     return model.clone(fold_bn=True), out
+
+
+def _bn_partner(name: str, prefix: str) -> str | None:
+    """The batch norm paired with a layer: ``conv3 -> bn3``, ``convs1b0_sc -> bns1b0_sc``."""
+    return "bn" + name[len(prefix):] if name.startswith(prefix) else None
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -141,7 +146,7 @@ def activation_statistics(model: Any, variables: Variables, batches: list[np.nda
         for k, a in acts(variables, jnp.asarray(xb)).items():
             collected.setdefault(k, []).append(np.asarray(a, np.float32).ravel())
     out = {}
-    for k in sorted(collected, key=lambda s: int(s[3:]) if s[3:].isdigit() else 0):
+    for k in collected:
         values = np.concatenate(collected[k])
         out[k] = max(float(np.percentile(values, percentile)), 1e-3)
     return out
@@ -163,7 +168,7 @@ def ann_to_snn(model: Any, variables: Variables, thresholds: dict[str, float] | 
         if thresholds is None:
             raise ValueError("a ReLU ANN needs per-layer thresholds; compute them with activation_statistics")
         for name, theta in thresholds.items():
-            kernel = _layer_kernel(params, int(name[3:]))
+            kernel = _layer_kernel(params, name)
             params[name] = {"neuron": {"threshold": jnp.full((kernel.shape[-1],), theta, jnp.float32)}}
     elif model.activation != "qcfs":
         raise ValueError(f"ann_to_snn converts activation relu or qcfs, not {model.activation!r}")
@@ -172,11 +177,19 @@ def ann_to_snn(model: Any, variables: Variables, thresholds: dict[str, float] | 
     return snn, {**variables, "params": params}
 
 
-def _layer_kernel(params: dict, i: int) -> Array:
-    for prefix in ("conv", "dense"):
-        if f"{prefix}{i}" in params:
-            return params[f"{prefix}{i}"]["kernel"]
-    raise KeyError(f"no conv{i} or dense{i} in the model's parameters")
+def _layer_kernel(params: dict, act_name: str) -> Array:
+    """The kernel of the layer feeding ``act_name``: ``act3 -> conv3``; a residual block's
+    ``acts1b0_out`` is fed by the block's last conv (``convs1b0_b``, or ``_c`` in a bottleneck)."""
+    suffix = act_name[len("act"):]
+    if suffix.endswith("_out"):
+        block = suffix[:-len("out")]
+        convs = sorted(k for k in params if k.startswith("conv" + block) and not k.endswith("_sc"))
+        if convs:
+            return params[convs[-1]]["kernel"]
+    for p in ("conv", "dense"):
+        if p + suffix in params:
+            return params[p + suffix]["kernel"]
+    raise KeyError(f"no layer feeding {act_name} among the model's parameters")
 
 
 # ----------------------------------------------------------------------------- operation counts

@@ -57,10 +57,15 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> Any:
                   learn_threshold=m.learn_threshold, learn_std=m.learn_std,
                   batch_norm=m.batch_norm, remat=bool(config.train.get("remat", False)),
                   qcfs_levels=int(m.get("qcfs_levels", 4)))
+    common["dtype"] = jnp.bfloat16 if m.get("dtype", "float32") == "bfloat16" else jnp.float32
     if m.name == "mlp":
         return MODELS["mlp"](hidden=tuple(m.hidden), **common)
-    return MODELS[m.name](channels=tuple(m.channels), pool_after=tuple(m.pool_after), pool=m.pool,
-                          **common)
+    if m.name == "cnn":
+        return MODELS["cnn"](channels=tuple(m.channels), pool_after=tuple(m.pool_after), pool=m.pool,
+                             **common)
+    if m.name.startswith("resnet"):
+        return MODELS[m.name](stem=m.get("stem", "cifar"), **common)
+    return MODELS[m.name](pool=m.pool, **common)
 
 
 def make_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
