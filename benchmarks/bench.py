@@ -10,7 +10,13 @@ run. The network is the demo CNN (``noisesnn_jax.models.CNN`` defaults, 28x28x1 
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# PyTorch peers on a small shared CPU: busy-waiting OpenMP threads slow eager element-wise ops by
+# an order of magnitude; passive waiting is the fair setting (set before torch is imported).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
 import datetime
 import functools
 import importlib.util

@@ -38,6 +38,8 @@ from noisesnn_jax.train import build_model, create_state, load_run, make_optimiz
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TIMESTEPS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+BPTT = ["--config.method=bptt", "--config.train.timesteps=4", "--config.noise.kind=none",
+        "--config.noise.mean=0.0", "--config.neuron.surrogate=atan"]
 ABLATION_T = (1, 2, 4, 8, 16, 32)
 
 
@@ -74,6 +76,43 @@ def _train_step_memory(config, ds, timesteps: int) -> float:
     return float(getattr(mem, "temp_size_in_bytes", 0)) / 2 ** 20 if mem is not None else float("nan")
 
 
+def interleaved_epoch_cost(args, ds, repeats: int = 7) -> dict:
+    """Seconds per training epoch of each method from median step times measured side by side
+    (interleaved round-robin after warm-up, one process), times the steps of an epoch."""
+    import optax
+
+    cases = {"noisy (ours)": ([], 1), "ANN (ReLU)": (["--config.model.activation=relu"], 1),
+             "BPTT T=4": (BPTT, 4), "BPTT T=8": (BPTT, 8)}
+    runs, mem = {}, {}
+    for name, (ov, T) in cases.items():
+        cfg = _config(args.config, ov + args.extra)
+        model = build_model(cfg, ds.num_classes)
+        state = create_state(model, optax.adam(1e-3), ds.input_shape, jax.random.key(0))
+        xb, yb = train_batch(ds, cfg.train.batch_size, 0, 0)
+        fn = jax.jit(functools.partial(train_step, num_classes=ds.num_classes, timesteps=T), donate_argnums=0)
+        m = fn.lower(state, xb, yb, jax.random.key(0)).compile().memory_analysis()
+        mem[name] = float(getattr(m, "temp_size_in_bytes", 0)) / 2 ** 20 if m is not None else float("nan")
+        box = {"s": state}
+
+        def run(fn=fn, box=box, xb=xb, yb=yb):
+            box["s"], out = fn(box["s"], xb, yb, jax.random.key(0))
+            jax.block_until_ready(out)
+        runs[name] = run
+    times = {k: [] for k in runs}
+    for run in runs.values():
+        run()
+        run()
+    for _ in range(repeats):
+        for k, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            times[k].append(time.perf_counter() - t0)
+    cfg = _config(args.config, args.extra)
+    spe = len(ds.x_train) // cfg.train.batch_size
+    return {"epoch_seconds": {k: statistics.median(v) * spe for k, v in times.items()},
+            "train_step_temp_mib": mem, "repeats": repeats, "steps_per_epoch": spe}
+
+
 def steps_to_within(curve: list[float], timesteps, target: float) -> int | None:
     """Smallest T whose accuracy is at least ``target`` (None if never)."""
     for T, a in zip(timesteps, curve):
@@ -90,12 +129,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=3, help="seeds of the noise ablation")
     p.add_argument("--ablation-epochs", type=int, default=6)
     p.add_argument("--quick", action="store_true", help="tiny settings, to check the script runs")
+    p.add_argument("--cost-only", action="store_true",
+                   help="re-measure only the training cost and update an existing reproduce.json")
     args, args.extra = p.parse_known_args(argv)
     timesteps = TIMESTEPS
     if args.quick:
         args.extra = ["--config.train.epochs=1"] + args.extra
         args.seeds, args.ablation_epochs, timesteps = 1, 1, (1, 4, 16)
     start = time.perf_counter()
+    name = "reproduce_quick" if args.quick else "reproduce"
+    if args.cost_only:
+        from noisesnn_jax.data import load_dataset
+        path = os.path.join(args.out, f"{name}.json")
+        with open(path) as f:
+            results = json.load(f)
+        results["train_cost"] = interleaved_epoch_cost(args, load_dataset("mnist5k"))
+        with open(path, "w") as f:
+            json.dump(results, f, indent=1)
+        md = render(results, quick=args.quick)
+        with open(os.path.join(args.out, f"{name}.md"), "w") as f:
+            f.write(md)
+        print(md)
+        return 0
     results: dict = {"date": datetime.date.today().isoformat(), "timesteps": list(timesteps)}
     try:
         # ---- 1. methods
@@ -145,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             mem[f"BPTT T={T}"] = _train_step_memory(cfg, ds, T)
         results["epoch_seconds"] = {k: epoch_s[k] for k in ("noisy (ours)", "BPTT T=4", "BPTT T=8", "ANN (ReLU)")}
         results["train_step_temp_mib"] = mem
+        print("== training cost, interleaved step timing", flush=True)
+        results["train_cost"] = interleaved_epoch_cost(args, ds, 3 if args.quick else 7)
 
         # ---- 4. noise ablation
         ablation = {
@@ -175,7 +232,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results["seconds"] = round(time.perf_counter() - start)
     os.makedirs(args.out, exist_ok=True)
-    name = "reproduce_quick" if args.quick else "reproduce"
     with open(os.path.join(args.out, f"{name}.json"), "w") as f:
         json.dump(results, f, indent=1)
     md = render(results, quick=args.quick)
@@ -197,12 +253,19 @@ def render(r: dict, quick: bool = False) -> str:
     for name, curve in r["accuracy"].items():
         k = r["steps_to_within_1pt_of_ann"][name]
         out.append(f"| {name} | " + " | ".join(f"{100 * a:.1f}" for a in curve) + f" | {k or '> ' + str(T[-1])} |")
-    out += ["", "Training cost per epoch (same CNN, data and epochs):", "",
-            "| method | seconds per epoch | ratio to noisy T=1 | train-step temp memory (MiB) |", "|---|---:|---:|---:|"]
-    base = r["epoch_seconds"]["noisy (ours)"]
-    for name, s in r["epoch_seconds"].items():
-        m = r["train_step_temp_mib"].get(name)
-        out.append(f"| {name} | {s:.1f} | {s / base:.2f} | {'' if m is None else f'{m:.1f}'} |")
+    out += ["", "Training cost per epoch (same CNN, data and batch):", ""]
+    c = r.get("train_cost")
+    if c:
+        out += [f"Step times measured side by side (interleaved, median of {c['repeats']}) times "
+                f"{c['steps_per_epoch']} steps; wall time of the actual training epochs (median over "
+                f"epochs after the first, runs at different times) for reference.", "",
+                "| method | seconds per epoch | ratio to noisy T=1 | actual epoch wall time (s) "
+                "| train-step temp memory (MiB) |", "|---|---:|---:|---:|---:|"]
+        base = c["epoch_seconds"]["noisy (ours)"]
+        for name, s in c["epoch_seconds"].items():
+            wall = r.get("epoch_seconds", {}).get(name)
+            out.append(f"| {name} | {s:.1f} | {s / base:.2f} | {'' if wall is None else f'{wall:.1f}'} | "
+                       f"{c['train_step_temp_mib'][name]:.1f} |")
     a = r["ablation"]
     out += ["", f"Noise ablation: {a['epochs']} epochs, {a['seeds']} seeds, mean accuracy (%) with "
             f"[min, max] over seeds.", "",
