@@ -21,7 +21,6 @@ import datetime
 import functools
 import importlib.util
 import json
-import os
 import platform
 import statistics
 import sys
