@@ -150,3 +150,20 @@ def test_zoo_sizes_and_relu_conversion():
     assert sv["params"]["acts1b0_out"]["neuron"]["threshold"].shape == (8,)
     logits, rates = convert.predict(*convert.fold_batchnorm(snn, sv), xs, 4)
     assert logits.shape == (4, 3) and len(rates) == 5
+
+
+def test_bfloat16_compute_keeps_float32_parameters():
+    """Mixed precision: bf16 activations and spikes, float32 parameters, gradients and logits."""
+    import functools
+
+    import optax
+
+    from noisesnn_jax.train import create_state, train_step
+    model = CNN(channels=(8, 8), pool_after=(0,), num_classes=3, dtype=jnp.bfloat16)
+    state = create_state(model, optax.adam(1e-3), (8, 8, 1), jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 1))
+    step = jax.jit(functools.partial(train_step, num_classes=3))
+    new, metrics = step(state, x, jnp.array([0, 1, 2, 0]), jax.random.key(2))
+    assert np.isfinite(float(metrics["loss"]))
+    assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(new.params))
+    assert model.apply({"params": new.params, "batch_stats": new.batch_stats}, x, timesteps=4).dtype == jnp.float32
