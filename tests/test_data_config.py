@@ -127,3 +127,9 @@ def test_config_json_roundtrip_and_files():
     assert back.to_dict() == c.to_dict()
     with pytest.raises(ConfigError, match="not found"):
         config_lib.load_config("experiments/configs/nope.py")
+
+
+def test_fake_dataset_for_throughput_runs():
+    d = load_dataset("fake", fake_shape=(16, 16, 3), fake_classes=5, fake_size=50)
+    assert d.x_train.shape == (45, 16, 16, 3) and d.x_test.shape == (5, 16, 16, 3)
+    assert d.num_classes == 5 and d.is_image

