@@ -59,11 +59,12 @@ def _bn_partner(name: str, prefix: str) -> str | None:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
-def _predict(model: Any, variables: Variables, images: Array, timesteps: int):
-    logits, state = model.apply(variables, images, timesteps=timesteps,
-                                mutable=["intermediates"])
-    rates = state.get("intermediates", {})
-    return logits, rates
+def _predict(model: Any, variables: Variables, images: Array, timesteps: int, key: Array | None = None):
+    """Logits and sown firing rates; with ``key`` (T=1) the noise is sampled from it."""
+    rngs = {} if key is None else {"noise": key}
+    logits, state = model.apply(variables, images, timesteps=timesteps, sample_noise=key is not None,
+                                rngs=rngs, mutable=["intermediates"])
+    return logits, state.get("intermediates", {})
 
 
 def predict(model: Any, variables: Variables, images: Array,
@@ -99,25 +100,14 @@ def evaluate(model: Any, variables: Variables, x: np.ndarray, y: np.ndarray, tim
     correct, rates_sum, n = 0, {}, len(x)
     for start in range(0, n, batch_size):
         xb = jnp.asarray(x[start:start + batch_size])
-        if sample_noise_key is not None:
-            key = jax.random.fold_in(sample_noise_key, start)
-            logits, rates = _predict_sampled(model, variables, xb, key)
-            rates = flatten_rates(rates)
-        else:
-            logits, rates = predict(model, variables, xb, timesteps)
+        key = None if sample_noise_key is None else jax.random.fold_in(sample_noise_key, start)
+        logits, rates = _predict(model, variables, xb, 1 if key is not None else int(timesteps), key)
+        rates = flatten_rates(rates)
         correct += int(jnp.sum(jnp.argmax(logits, -1) == jnp.asarray(y[start:start + batch_size])))
         for k, r in rates.items():
             rates_sum[k] = rates_sum.get(k, 0.0) + r * len(xb)
     return {"accuracy": correct / n, "correct": correct, "total": n,
             "firing_rates": {k: v / n for k, v in rates_sum.items()}}
-
-
-@functools.partial(jax.jit, static_argnums=(0,))
-def _predict_sampled(model: Any, variables: Variables, images: Array, key: Array):
-    logits, state = model.apply(variables, images, timesteps=1, sample_noise=True,
-                                rngs={"noise": key}, mutable=["intermediates"])
-    rates = state.get("intermediates", {})
-    return logits, rates
 
 
 # ----------------------------------------------------------------------------- ANN -> SNN baselines

@@ -15,6 +15,7 @@ std, and integer labels ``[N]``. Splits are fixed and documented, so results are
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import importlib.util
 import os
@@ -184,9 +185,14 @@ def load_dataset(name: str, path: str = "", standardize: bool = True,
                    mean, std)
 
 
+@functools.lru_cache(maxsize=2)
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The training order of epoch ``epoch``: a function of ``(seed, epoch)`` only (resumable)."""
-    return np.random.default_rng([seed, epoch]).permutation(n)
+    """The training order of epoch ``epoch``: a function of ``(seed, epoch)`` only (resumable).
+
+    Cached, so the per-step batch lookup does not redraw it; the array is read-only."""
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    perm.flags.writeable = False
+    return perm
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

@@ -121,15 +121,18 @@ def run(neuron: Neuron, xs: Array, v0: Array | float | None = None,
         raise ValueError(f"xs must be time-major [T, ...]; got a scalar of shape {xs.shape}")
     if not jnp.issubdtype(xs.dtype, jnp.floating):
         xs = xs.astype(jnp.float32)
-    v = initial_potential(neuron, xs[0], v0)
+    return _scan(neuron, initial_potential(neuron, xs[0], v0), xs, None, len(xs), threshold, remat)
 
-    def body(v: Array, x: Array) -> tuple[Array, Array]:
-        v, s = step(neuron, v, x, threshold)
-        return v, s
+
+def _scan(neuron: Neuron, v: Array, xs: Array | None, x: Array | None, length: int,
+          threshold: Array | float | None, remat: bool) -> tuple[Array, Array]:
+    """``lax.scan`` of :func:`step` over ``xs [T, ...]``, or over ``length`` steps of a constant ``x``."""
+    def body(v: Array, x_t: Array | None) -> tuple[Array, Array]:
+        return step(neuron, v, x if x_t is None else x_t, threshold)
 
     if remat:
         body = jax.checkpoint(body)
-    v_final, spikes = jax.lax.scan(body, v, xs)
+    v_final, spikes = jax.lax.scan(body, v, xs, length=length)
     return spikes, v_final
 
 
@@ -144,13 +147,4 @@ def run_constant(neuron: Neuron, x: Array, timesteps: int, v0: Array | float | N
         x = x.astype(jnp.float32)
     if int(timesteps) < 1:
         raise ValueError(f"timesteps={timesteps!r} is invalid; it must be an integer >= 1")
-    v = initial_potential(neuron, x, v0)
-
-    def body(v: Array, _: None) -> tuple[Array, Array]:
-        v, s = step(neuron, v, x, threshold)
-        return v, s
-
-    if remat:
-        body = jax.checkpoint(body)
-    v_final, spikes = jax.lax.scan(body, v, None, length=int(timesteps))
-    return spikes, v_final
+    return _scan(neuron, initial_potential(neuron, x, v0), None, x, int(timesteps), threshold, remat)

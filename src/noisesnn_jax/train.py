@@ -321,20 +321,21 @@ def _loop(config: ml_collections.ConfigDict, ds: Dataset, model: Any, state: Tra
                    leave=False, disable=None, file=sys.stderr) if tqdm else _NoBar()
         t0 = time.perf_counter()
         sums = {"loss": 0.0, "accuracy": 0.0}
-        count = 0
+        count = sampled = 0
         while step < end:
             xb, yb = train_batch(ds, t.batch_size, config.seed, step)
             state, m = step_fn(state, to_device(xb), to_device(yb), noise_key)
             step += 1
             count += 1
-            if count % 10 == 0 or step == end:
+            if count % 10 == 0 or step == end:  # read metrics back every 10 steps, not every step
                 m = jax.device_get(m)
                 if not np.isfinite(m["loss"]):
                     raise FloatingPointError(
                         f"training diverged at step {step} (loss {m['loss']}); lower "
                         f"--config.train.learning_rate (now {t.learning_rate})")
-            for k in sums:
-                sums[k] += float(m[k]) if count % 10 == 0 or step == end else 0.0
+                sampled += 1
+                for k in sums:
+                    sums[k] += float(m[k])
             bar.update(1)
             if stop.requested is not None:
                 break
@@ -351,7 +352,7 @@ def _loop(config: ml_collections.ConfigDict, ds: Dataset, model: Any, state: Tra
             break
         ev = convert.evaluate(model, variables_of(state), ds.x_test, ds.y_test, 1,
                               config.eval.batch_size)
-        sampled = max(1, (count + 9) // 10)
+        sampled = max(1, sampled)
         last = {"epoch": epoch + 1, "step": step, "train_loss": sums["loss"] / sampled,
                 "train_accuracy": sums["accuracy"] / sampled, "test_accuracy_t1": ev["accuracy"],
                 "epoch_seconds": round(seconds, 3), "steps": count}
