@@ -5,7 +5,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test lint clean bench install-peers reproduce reproduce-quick
+.PHONY: install demo test lint clean bench install-peers reproduce reproduce-quick \
+	prepare prepare-imagenet train-cifar10 train-cifar100 train-imagenet
+
+# TFDS datasets: where they live (read without TensorFlow), and extra flags for `noisesnn train`
+# (e.g. TRAIN_FLAGS=--distributed on each host of a TPU pod) and `noisesnn evaluate`.
+DATA_DIR ?= $(or $(TFDS_DATA_DIR),$(HOME)/tensorflow_datasets)
+TRAIN_FLAGS ?=
+EVAL_FLAGS ?=
+EVAL_T ?= 1,2,4,8,16,32
 
 install: $(STAMP)
 
@@ -36,6 +44,38 @@ reproduce: install
 
 reproduce-quick: install
 	$(PY) experiments/reproduce.py --quick --workdir runs/reproduce-quick --out runs/reproduce-quick
+
+## Prepare a TFDS dataset (downloads it; needs TensorFlow, installed from the `prepare` extra):
+##   make prepare DATASET=cifar10 [DATA_DIR=...]    (cifar10, cifar100, mnist, fashion_mnist)
+prepare: install
+	@test -n "$(DATASET)" || { echo "usage: make prepare DATASET=cifar10|cifar100|mnist|fashion_mnist [DATA_DIR=...]"; exit 2; }
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[prepare]'
+	$(VENV)/bin/tfds build $(DATASET) --data_dir=$(DATA_DIR) --file_format=array_record
+
+## ImageNet from the two ILSVRC2012 tars (TFDS cannot download them):
+##   make prepare-imagenet MANUAL_DIR=<folder with ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar> [DATA_DIR=...]
+prepare-imagenet: install
+	@test -f "$(MANUAL_DIR)/ILSVRC2012_img_train.tar" -a -f "$(MANUAL_DIR)/ILSVRC2012_img_val.tar" || { \
+	  echo "make prepare-imagenet: MANUAL_DIR='$(MANUAL_DIR)' must hold ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar"; exit 2; }
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[prepare]'
+	$(VENV)/bin/tfds build imagenet2012 --manual_dir=$(MANUAL_DIR) --data_dir=$(DATA_DIR) --file_format=array_record
+
+## Train at T=1 with noise on every device, then evaluate at T = 1..32: runs/<config>/
+train-cifar10: install
+	$(call train_eval,cifar10_vgg16)
+
+train-cifar100: install
+	$(call train_eval,cifar100_vgg16)
+
+train-imagenet: install
+	$(call train_eval,imagenet_resnet34)
+
+define train_eval
+	$(PY) -m noisesnn_jax train --config experiments/configs/$(1).py --workdir runs/$(1) \
+	  --config.dataset.data_dir=$(DATA_DIR) $(TRAIN_FLAGS)
+	$(PY) -m noisesnn_jax evaluate --workdir runs/$(1) --timesteps $(EVAL_T) --data-dir $(DATA_DIR) \
+	  --json runs/$(1)/evaluation.json --plot runs/$(1)/accuracy_vs_t.png $(EVAL_FLAGS)
+endef
 
 lint: install
 	$(VENV)/bin/ruff check src tests experiments benchmarks

@@ -5,7 +5,8 @@
 
 Images per second, median of ``--repeats`` after warm-up; the train step is the library's
 data-parallel step (``noisesnn_jax.parallel``), evaluation the jitted multi-step predict with
-batch norm folded. Prints one JSON line.
+batch norm folded, through the library's evaluation (sharded over the devices when there are
+several), from host arrays to the correct count. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -71,8 +72,11 @@ def main(argv: list[str] | None = None) -> int:
 
     t_train = timed(train, args.repeats)
     fm, fv = convert.fold_batchnorm(model, variables_of(box["s"]))
-    predict = jax.jit(lambda v, x: fm.apply(v, x, timesteps=args.timesteps))
-    t_eval = timed(lambda: jax.block_until_ready(predict(fv, x)), args.repeats)
+    xe = rng.random((args.batch,) + shape, dtype=np.float32)
+    ye = (np.arange(args.batch) % args.classes).astype(np.int32)
+    eval_mesh = mesh if mesh.devices.size > 1 else None
+    t_eval = timed(lambda: convert.evaluate(fm, fv, xe, ye, args.timesteps, batch_size=args.batch,
+                                            mesh=eval_mesh), args.repeats)
     print(json.dumps({"model": args.model, "stem": stem, "image": args.image, "batch": args.batch,
                       "dtype": args.dtype, "devices": jax.device_count(), "platform": jax.devices()[0].platform,
                       "train_t1_images_per_s": round(args.batch / t_train, 1),

@@ -131,5 +131,14 @@ def test_config_json_roundtrip_and_files():
 
 def test_fake_dataset_for_throughput_runs():
     d = load_dataset("fake", fake_shape=(16, 16, 3), fake_classes=5, fake_size=50)
-    assert d.x_train.shape == (45, 16, 16, 3) and d.x_test.shape == (5, 16, 16, 3)
-    assert d.num_classes == 5 and d.is_image
+    assert (d.num_train, d.num_test, d.input_shape, d.num_classes, d.is_image) == (45, 5, (16, 16, 3), 5, True)
+    x, y = d.train_batch(8, 0, 3)
+    assert x.shape == (8, 16, 16, 3) and y.shape == (8,) and y.max() < 5
+    x2, y2 = d.train_batch(8, 0, 3, rows=slice(4, 8))
+    np.testing.assert_array_equal(x2, x[4:])
+    np.testing.assert_array_equal(y2, y[4:])
+    xt, yt = d.test_examples(np.arange(5))
+    assert xt.shape == (5, 16, 16, 3) and list(yt) == [(45 + i) % 5 for i in range(5)]
+    # big images cost a fixed pool, not one array per example
+    big = load_dataset("fake", fake_shape=(224, 224, 3), fake_classes=1000, fake_size=1_000_000)
+    assert big.num_train == 900_000 and big.train_batch(4, 0, 0)[0].shape == (4, 224, 224, 3)

@@ -107,9 +107,14 @@ def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
     if extra:
         raise NoiseSNNError(f"evaluate takes no config overrides (got {extra[0]!r}); it uses the "
                             f"workdir's saved config")
+    init_distributed(args)
+    import jax
+
     from noisesnn_jax.train import evaluate_run
     result = evaluate_run(args.workdir, args.timesteps, fold_bn=not args.no_fold_bn,
-                          log=lambda m: print(m, file=sys.stderr))
+                          log=lambda m: print(m, file=sys.stderr), data_dir=args.data_dir)
+    if jax.process_index() != 0:  # every process evaluates its rows; process 0 reports
+        return 0
     print(f"{result['dataset']} / {result['model']} ({result['activation']}, noise "
           f"{result['noise']['kind']}), {result['num_test']} test images")
     print(f"T=1 accuracy, noise at its mean: {100 * result['t1_accuracy']:.2f}%; "
@@ -144,11 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="Python config file with get_config() (default: built-in)")
     t.add_argument("--workdir", required=True, help="folder for checkpoints, config and metrics")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--distributed", action="store_true",
-                   help="multi-process run: call jax.distributed.initialize() (cluster auto-detected)")
-    t.add_argument("--coordinator", help="multi-process run: coordinator host:port (with the two below)")
-    t.add_argument("--num-processes", type=int)
-    t.add_argument("--process-id", type=int)
+    _add_distributed(t)
     e = sub.add_parser("evaluate", help="evaluate a trained workdir at T=1 and converted T=N")
     e.add_argument("--workdir", required=True)
     e.add_argument("--timesteps", type=_parse_timesteps, default=None,
@@ -156,7 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="write the results as JSON here")
     e.add_argument("--plot", help="write accuracy against T as a PNG here")
     e.add_argument("--no-fold-bn", action="store_true", help="do not fold batch norm")
+    e.add_argument("--data-dir", default=None,
+                   help="where the TFDS dataset lives now (default: the training config's dataset.data_dir)")
+    _add_distributed(e)
     return p
+
+
+def _add_distributed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--distributed", action="store_true",
+                   help="multi-process run: call jax.distributed.initialize() (cluster auto-detected)")
+    p.add_argument("--coordinator", help="multi-process run: coordinator host:port (with the two below)")
+    p.add_argument("--num-processes", type=int)
+    p.add_argument("--process-id", type=int)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,12 @@ def get_config() -> ml_collections.ConfigDict:
     # steps (train.timesteps); convert: ReLU ANN + threshold balancing; qcfs: QCFS ANN.
     c.method = "noisy"
     c.seed = 0
-    c.dataset = ml_collections.ConfigDict({"name": "mnist5k", "path": ""})
+    # path: the npz file (name=npz). data_dir: where prepared TFDS datasets live ("" = $TFDS_DATA_DIR,
+    # else ~/tensorflow_datasets). image_size: model input side (0 = the dataset's own: 224 for
+    # imagenet2012, 32 for cifar and fake). workers: decode/augment threads (0 = up to 16).
+    # fake_classes, fake_size: the random dataset of throughput runs (name=fake).
+    c.dataset = ml_collections.ConfigDict({"name": "mnist5k", "path": "", "data_dir": "", "image_size": 0,
+                                           "workers": 0, "fake_classes": 10, "fake_size": 1024})
     c.model = ml_collections.ConfigDict({
         "name": "cnn", "activation": "spike", "channels": (16, 32, 64, 64),
         "pool_after": (0, 2), "pool": "avg", "hidden": (256, 256), "batch_norm": True,
@@ -53,7 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
         "epochs": 15, "batch_size": 64, "optimizer": "adam", "learning_rate": 1e-3,
         "schedule": "cosine", "weight_decay": 0.0, "momentum": 0.9, "label_smoothing": 0.0,
         "checkpoint_every_steps": 0, "keep_checkpoints": 3, "log_every_steps": 0,
-        "timesteps": 4, "remat": False})
+        "timesteps": 4, "remat": False, "warmup_epochs": 0.0})
     # Classic conversion (method=convert): per-layer threshold = this percentile of the ANN's
     # activations on the first num_batches training batches; v_init in units of the threshold.
     c.convert = ml_collections.ConfigDict({"percentile": 99.9, "num_batches": 8, "v_init": 0.0})
@@ -154,6 +159,11 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(isinstance(c.seed, int), "seed", c.seed, "it must be an integer")
     _require(c.method in METHODS, "method", c.method, f"choose one of {list(METHODS)}")
     _require(c.dataset.name in DATASETS, "dataset.name", c.dataset.name, f"choose one of {list(DATASETS)}")
+    d = c.dataset
+    for f in ("image_size", "workers"):
+        _require(isinstance(d[f], int) and d[f] >= 0, f"dataset.{f}", d[f], "use 0 (the default) or a positive integer")
+    for f in ("fake_classes", "fake_size"):
+        _require(isinstance(d[f], int) and d[f] >= 2, f"dataset.{f}", d[f], "it must be an integer >= 2")
     m = c.model
     _require(m.name in MODELS, "model.name", m.name, f"choose one of {sorted(MODELS)}")
     _require(m.activation in ACTIVATIONS, "model.activation", m.activation, f"choose one of {list(ACTIVATIONS)}")
@@ -188,6 +198,8 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(t.optimizer in OPTIMIZERS, "train.optimizer", t.optimizer, f"choose one of {list(OPTIMIZERS)}")
     _require(t.schedule in SCHEDULES, "train.schedule", t.schedule, f"choose one of {list(SCHEDULES)}")
     _require(_positive(t.learning_rate), "train.learning_rate", t.learning_rate, "it must be a number > 0")
+    _require(isinstance(t.warmup_epochs, (int, float)) and 0 <= t.warmup_epochs < t.epochs, "train.warmup_epochs",
+             t.warmup_epochs, "use a number of epochs in [0, train.epochs)")
     _require(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "it must be >= 0")
     _require(0 <= t.label_smoothing < 1, "train.label_smoothing", t.label_smoothing, "use a value in [0, 1)")
     _require(isinstance(t.checkpoint_every_steps, int) and t.checkpoint_every_steps >= 0,

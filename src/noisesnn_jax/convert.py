@@ -90,24 +90,96 @@ def flatten_rates(tree: Any) -> dict[str, float]:
 
 def evaluate(model: Any, variables: Variables, x: np.ndarray, y: np.ndarray, timesteps: int = 1,
              batch_size: int = 500, sample_noise_key: Array | None = None,
-             max_rows: int = 8192) -> dict[str, Any]:
+             max_rows: int = 8192, mesh: Any = None) -> dict[str, Any]:
     """Accuracy and mean per-layer firing rates over ``(x, y)`` at ``timesteps``.
 
     With ``sample_noise_key`` (T=1 only) the noise is sampled instead of set to its mean. The
     batch shrinks so that ``timesteps * batch <= max_rows`` (multi-step tensors are ``[T*B, ...]``).
+    With a ``mesh`` of several devices the batch is sharded over its ``data`` axis (see
+    :func:`evaluate_examples`).
     """
-    batch_size = max(1, min(batch_size, max_rows // max(1, int(timesteps))))
-    correct, rates_sum, n = 0, {}, len(x)
-    for start in range(0, n, batch_size):
-        xb = jnp.asarray(x[start:start + batch_size])
-        key = None if sample_noise_key is None else jax.random.fold_in(sample_noise_key, start)
-        logits, rates = _predict(model, variables, xb, 1 if key is not None else int(timesteps), key)
-        rates = flatten_rates(rates)
-        correct += int(jnp.sum(jnp.argmax(logits, -1) == jnp.asarray(y[start:start + batch_size])))
-        for k, r in rates.items():
-            rates_sum[k] = rates_sum.get(k, 0.0) + r * len(xb)
+    x, y = np.asarray(x), np.asarray(y)
+    return evaluate_examples(model, variables, lambda idx: (x[idx], y[idx]), len(y), timesteps,
+                             batch_size, sample_noise_key, max_rows, mesh)
+
+
+def evaluate_dataset(model: Any, variables: Variables, ds: Any, timesteps: int = 1, batch_size: int = 500,
+                     sample_noise_key: Array | None = None, max_rows: int = 8192, mesh: Any = None,
+                     limit: int | None = None) -> dict[str, Any]:
+    """:func:`evaluate` over the test split of a dataset (``ds.test_examples``), the first ``limit``
+    examples if given; each process loads only its rows of each batch."""
+    n = ds.num_test if limit is None else min(int(limit), ds.num_test)
+    return evaluate_examples(model, variables, ds.test_examples, n, timesteps, batch_size,
+                             sample_noise_key, max_rows, mesh)
+
+
+def evaluate_examples(model: Any, variables: Variables, fetch, n: int, timesteps: int = 1,
+                      batch_size: int = 500, sample_noise_key: Array | None = None,
+                      max_rows: int = 8192, mesh: Any = None) -> dict[str, Any]:
+    """Accuracy and firing rates over examples ``fetch(indices) -> (x, y)``, ``indices < n``.
+
+    On one device, consecutive batches (the last one smaller). On a mesh of several devices
+    (every process calls this), each global batch is ``per_device * devices`` rows, sharded over
+    ``data``; every device runs the model on its own rows (``shard_map``: no communication until
+    the counts are summed), so multi-step tensors stay ``[T*B_local, ...]`` per device. The last
+    batch is padded by repeating the last example and the padding is masked out of the accuracy
+    (the firing rates of that one batch include the repeats).
+    """
+    timesteps = 1 if sample_noise_key is not None else int(timesteps)
+    if n <= 0:
+        raise ValueError("nothing to evaluate: the split has no examples")
+    devices = 1 if mesh is None else int(mesh.devices.size)
+    correct, rates_sum = 0, {}
+    if devices == 1:
+        bs = max(1, min(batch_size, max_rows // timesteps))
+        for start in range(0, n, bs):
+            idx = np.arange(start, min(n, start + bs))
+            xb, yb = fetch(idx)
+            key = None if sample_noise_key is None else jax.random.fold_in(sample_noise_key, start)
+            logits, rates = _predict(model, variables, jnp.asarray(xb), timesteps, key)
+            correct += int(jnp.sum(jnp.argmax(logits, -1) == jnp.asarray(yb)))
+            for k, r in flatten_rates(rates).items():
+                rates_sum[k] = rates_sum.get(k, 0.0) + r * len(idx)
+    else:
+        from noisesnn_jax import parallel
+        per_device = max(1, min(-(-batch_size // devices), max_rows // timesteps))
+        bs = per_device * devices
+        rows = parallel.process_slice(bs)
+        fn = _sharded_eval(model, timesteps, mesh, sample_noise_key is not None)
+        variables = parallel.replicate(mesh, variables)
+        base_key = jax.random.key(0) if sample_noise_key is None else sample_noise_key
+        for start in range(0, n, bs):
+            idx = np.arange(start, start + bs)
+            valid = idx < n
+            xb, yb = fetch(np.minimum(idx, n - 1)[rows])
+            c, rates = fn(variables, parallel.global_batch(mesh, xb), parallel.global_batch(mesh, yb),
+                          parallel.global_batch(mesh, valid[rows]), jax.random.fold_in(base_key, start))
+            correct += int(c)
+            for k, r in flatten_rates(rates).items():
+                rates_sum[k] = rates_sum.get(k, 0.0) + r * int(valid.sum())
     return {"accuracy": correct / n, "correct": correct, "total": n,
             "firing_rates": {k: v / n for k, v in rates_sum.items()}}
+
+
+@functools.lru_cache(maxsize=64)
+def _sharded_eval(model: Any, timesteps: int, mesh: Any, sampled: bool):
+    """Jitted ``(variables, x, y, valid, key) -> (correct, rates)`` with the batch sharded on ``data``."""
+    from jax.sharding import PartitionSpec as P
+
+    from noisesnn_jax.parallel import DATA_AXIS
+
+    def local(variables, x, y, valid, key):
+        rngs = {"noise": jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))} if sampled else {}
+        logits, state = model.apply(variables, x, timesteps=timesteps, sample_noise=sampled, rngs=rngs,
+                                    mutable=["intermediates"])
+        hits = jnp.sum(jnp.logical_and(jnp.argmax(logits, -1) == y, valid).astype(jnp.int32))
+        rates = jax.lax.pmean(state.get("intermediates", {}), DATA_AXIS)
+        return jax.lax.psum(hits, DATA_AXIS), rates
+
+    data = P(DATA_AXIS)
+    # check_vma=False: the neurons' scans start from a constant (unvarying) potential.
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), data, data, data, P()), out_specs=(P(), P()),
+                                 check_vma=False))
 
 
 # ----------------------------------------------------------------------------- ANN -> SNN baselines

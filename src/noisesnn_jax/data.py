@@ -1,8 +1,15 @@
-"""Datasets behind one interface: embedded offline ones (``digits``, ``mnist5k``) and ``npz``.
+"""Datasets behind one interface: embedded offline ones (``digits``, ``mnist5k``), ``npz``, ``fake``
+and the TFDS ones (:mod:`noisesnn_jax.tfds_data`: ``cifar10``, ``cifar100``, ``mnist``,
+``fashion_mnist``, ``imagenet2012``).
 
-Every dataset is a :class:`Dataset` of numpy arrays: images channels-last ``[N, H, W, C]`` (or
-flat features ``[N, F]``) as float32 standardized with the training split's per-channel mean and
-std, and integer labels ``[N]``. Splits are fixed and documented, so results are comparable:
+The interface the training loop and evaluation use: ``name``, ``num_classes``, ``input_shape``,
+``is_image``, ``num_train``, ``num_test``, ``train_batch(batch_size, seed, step, rows)`` (the rows
+``rows`` of the global batch of step ``step``, a function of ``(seed, step)`` only) and
+``test_examples(indices)``. Examples are float32, standardized, channels-last ``[N, H, W, C]``
+images (or flat features ``[N, F]``) with integer labels ``[N]``.
+
+The in-memory :class:`Dataset` holds numpy arrays standardized with the training split's
+per-channel mean and std. Splits are fixed and documented, so results are comparable:
 
 - ``digits``: scikit-learn's 1,797 8x8 digit images (values 0..16); per class, a fixed
   permutation (seed 0) puts 25% (rounded down) in test: 1,352 train / 445 test.
@@ -19,13 +26,14 @@ import functools
 import gzip
 import importlib.util
 import os
-from collections.abc import Iterator
 
 import numpy as np
 
 from noisesnn_jax.errors import DataError
 
-DATASETS = ("digits", "mnist5k", "npz", "fake")
+IN_MEMORY = ("digits", "mnist5k", "npz", "fake")
+TFDS_DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "imagenet2012")
+DATASETS = IN_MEMORY + TFDS_DATASETS
 
 
 @dataclasses.dataclass
@@ -50,6 +58,24 @@ class Dataset:
     def is_image(self) -> bool:
         """Whether examples are channels-last images ``[H, W, C]``."""
         return self.x_train.ndim == 4
+
+    @property
+    def num_train(self) -> int:
+        return len(self.x_train)
+
+    @property
+    def num_test(self) -> int:
+        return len(self.x_test)
+
+    def train_batch(self, batch_size: int, seed: int, step: int,
+                    rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``rows`` of the training batch of global step ``step`` (see :func:`batch_indices`)."""
+        idx = batch_indices(self.num_train, batch_size, seed, step)[rows]
+        return self.x_train[idx], self.y_train[idx]
+
+    def test_examples(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Test examples at ``indices``."""
+        return self.x_test[indices], self.y_test[indices]
 
 
 def _stratified_split(y: np.ndarray, test_per_class: dict[int, int], seed: int = 0):
@@ -146,23 +172,43 @@ def _npz(path: str) -> tuple[np.ndarray, ...]:
             y_te.astype(np.int32))
 
 
-def _fake(shape: tuple[int, ...], num_classes: int, size: int) -> tuple[np.ndarray, ...]:
-    rng = np.random.default_rng(0)
-    x = rng.random((size,) + tuple(shape), dtype=np.float32)
-    y = (np.arange(size) % num_classes).astype(np.int32)
-    n_test = max(1, size // 10)
-    return x[n_test:], y[n_test:], x[:n_test], y[:n_test]
+class FakeDataset:
+    """Random images for throughput runs (accuracy is meaningless): example ``i`` is image
+    ``i % 64`` of a fixed random pool with label ``i % num_classes``, so any size and resolution
+    costs 64 images of memory. The last ``size // 10`` examples are the test split."""
+
+    name = "fake"
+    is_image = True
+    POOL = 64
+
+    def __init__(self, shape: tuple[int, ...] = (32, 32, 3), num_classes: int = 10, size: int = 1024) -> None:
+        if size < 2 or num_classes < 2:
+            raise DataError(f"fake dataset needs size >= 2 and num_classes >= 2 (got {size}, {num_classes})")
+        self.input_shape = tuple(shape)
+        self.num_classes = int(num_classes)
+        self.num_test = max(1, size // 10)
+        self.num_train = size - self.num_test
+        self.mean = np.zeros(shape[-1], np.float32)
+        self.std = np.ones(shape[-1], np.float32)
+        self._pool = np.random.default_rng(0).random((min(self.POOL, size),) + self.input_shape, dtype=np.float32)
+
+    def _examples(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._pool[idx % len(self._pool)], (idx % self.num_classes).astype(np.int32)
+
+    def train_batch(self, batch_size: int, seed: int, step: int,
+                    rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        return self._examples(batch_indices(self.num_train, batch_size, seed, step)[rows])
+
+    def test_examples(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._examples(np.asarray(indices) + self.num_train)
 
 
 def load_dataset(name: str, path: str = "", standardize: bool = True,
                  fake_shape: tuple[int, ...] = (32, 32, 3), fake_classes: int = 10,
-                 fake_size: int = 1024) -> Dataset:
-    """Load a dataset by name (``digits``, ``mnist5k``, ``npz`` with ``path``, ``fake``)."""
+                 fake_size: int = 1024) -> Dataset | FakeDataset:
+    """Load an in-memory dataset by name (``digits``, ``mnist5k``, ``npz`` with ``path``, ``fake``)."""
     if name == "fake":
-        arrays = _fake(fake_shape, fake_classes, fake_size)
-        x_tr, y_tr, x_te, y_te = arrays
-        return Dataset(name, x_tr, y_tr, x_te, y_te, fake_classes, np.zeros(x_tr.shape[-1], np.float32),
-                       np.ones(x_tr.shape[-1], np.float32))
+        return FakeDataset(fake_shape, fake_classes, fake_size)
     if name == "digits":
         arrays = _digits()
     elif name == "mnist5k":
@@ -200,16 +246,26 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return n // batch_size
 
 
-def train_batch(ds: Dataset, batch_size: int, seed: int, step: int) -> tuple[np.ndarray, np.ndarray]:
-    """The batch of global step ``step``; depends only on ``(seed, step)``, so a resumed run sees
-    the same batches."""
-    spe = steps_per_epoch(len(ds.x_train), batch_size)
+def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+    """Training-example indices of global step ``step``: a function of ``(n, seed, step)`` only,
+    so a resumed run (on any number of processes) sees the same batches."""
+    spe = steps_per_epoch(n, batch_size)
     epoch, i = divmod(step, spe)
-    idx = epoch_permutation(len(ds.x_train), seed, epoch)[i * batch_size:(i + 1) * batch_size]
-    return ds.x_train[idx], ds.y_train[idx]
+    return epoch_permutation(n, seed, epoch)[i * batch_size:(i + 1) * batch_size]
 
 
-def eval_batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Consecutive batches over all of ``(x, y)``, the last one possibly smaller."""
-    for start in range(0, len(x), batch_size):
-        yield x[start:start + batch_size], y[start:start + batch_size]
+def train_batch(ds, batch_size: int, seed: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """The whole training batch of global step ``step`` of any dataset."""
+    return ds.train_batch(batch_size, seed, step)
+
+
+def dataset_from_config(config):
+    """The dataset that ``config.dataset`` names (in memory, or read through TFDS)."""
+    d = config.dataset
+    if d.name in TFDS_DATASETS:
+        from noisesnn_jax.tfds_data import load_tfds
+        return load_tfds(d.name, data_dir=d.get("data_dir", ""), image_size=int(d.get("image_size", 0)),
+                         workers=int(d.get("workers", 0)))
+    size = int(d.get("image_size", 0)) or 32
+    return load_dataset(d.name, d.path, fake_shape=(size, size, 3), fake_classes=int(d.get("fake_classes", 10)),
+                        fake_size=int(d.get("fake_size", 1024)))

@@ -24,7 +24,7 @@ from flax.training import train_state
 
 from noisesnn_jax import config as config_lib
 from noisesnn_jax import convert, parallel
-from noisesnn_jax.data import Dataset, load_dataset, steps_per_epoch, train_batch
+from noisesnn_jax.data import Dataset, dataset_from_config, steps_per_epoch
 from noisesnn_jax.errors import CheckpointError, ConfigError
 from noisesnn_jax.models import MODELS
 from noisesnn_jax.neurons import Neuron
@@ -34,6 +34,8 @@ Array = jax.Array
 # Config groups that define the network and its data: a checkpoint is only resumed or evaluated
 # under the same values.
 IDENTITY_GROUPS = ("dataset", "model", "neuron", "noise")
+# ... except where the data lives and how many threads read it (a resumed pod job may mount it elsewhere).
+NOT_IDENTITY = {("dataset", "data_dir"), ("dataset", "workers")}
 
 
 class TrainState(train_state.TrainState):
@@ -68,12 +70,20 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> Any:
     return MODELS[m.name](pool=m.pool, **common)
 
 
-def make_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
-    """Optimizer and learning-rate schedule from ``config.train``."""
+def make_optimizer(config: ml_collections.ConfigDict, total_steps: int,
+                   steps_per_epoch: int = 0) -> optax.GradientTransformation:
+    """Optimizer and learning-rate schedule from ``config.train`` (a linear warm-up over
+    ``train.warmup_epochs`` epochs of ``steps_per_epoch`` steps, then cosine decay or constant)."""
     t = config.train
+    warmup = int(round(float(t.get("warmup_epochs", 0)) * steps_per_epoch))
+    warmup = min(warmup, max(total_steps - 1, 0))
     if t.schedule == "cosine":
-        lr = optax.cosine_decay_schedule(t.learning_rate, max(total_steps, 1))
+        lr = optax.cosine_decay_schedule(t.learning_rate, max(total_steps - warmup, 1))
     else:
+        lr = optax.constant_schedule(t.learning_rate)
+    if warmup:
+        lr = optax.join_schedules([optax.linear_schedule(0.0, t.learning_rate, warmup), lr], [warmup])
+    elif t.schedule != "cosine":
         lr = t.learning_rate
     if t.optimizer == "adam":
         tx = optax.adam(lr)
@@ -189,7 +199,7 @@ def check_compatible(saved: ml_collections.ConfigDict, config: ml_collections.Co
     for g in IDENTITY_GROUPS:
         for k in sorted(set(a.get(g, {})) | set(b.get(g, {}))):
             va, vb = a.get(g, {}).get(k), b.get(g, {}).get(k)
-            if va != vb:
+            if va != vb and (g, k) not in NOT_IDENTITY:
                 diffs.append(f"{g}.{k}: saved {va!r}, now {vb!r}")
     if diffs:
         raise CheckpointError(f"workdir {workdir!r} holds a run of a different config ("
@@ -222,18 +232,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             raise CheckpointError(f"{cfg_path} is unreadable ({type(e).__name__}); "
                                   f"use a new --workdir") from None
         check_compatible(saved, config, workdir)
-    ds = load_dataset(config.dataset.name, config.dataset.path)
+    ds = dataset_from_config(config)
     if config.model.name != "mlp" and not ds.is_image:
         raise ConfigError(f"model {config.model.name!r} needs images [N, H, W, C] but dataset "
                           f"{ds.name!r} has flat features {ds.input_shape}; use --config.model.name=mlp")
     t = config.train
-    if t.batch_size > len(ds.x_train):
-        raise ConfigError(f"config.train.batch_size={t.batch_size} exceeds the {len(ds.x_train)} "
+    if t.batch_size > ds.num_train:
+        raise ConfigError(f"config.train.batch_size={t.batch_size} exceeds the {ds.num_train} "
                           f"training examples; use a smaller batch size")
-    spe = steps_per_epoch(len(ds.x_train), t.batch_size)
+    spe = steps_per_epoch(ds.num_train, t.batch_size)
     total = spe * t.epochs
     model = build_model(config, ds.num_classes)
-    tx = make_optimizer(config, total)
+    tx = make_optimizer(config, total, spe)
     root = jax.random.key(config.seed)
     init_key, noise_key = jax.random.split(root)
     state = create_state(model, tx, ds.input_shape, init_key)
@@ -262,11 +272,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         state = parallel.replicate(mesh, state)
         step_fn = parallel.shard_train_step(mesh, step_impl)
         rows = parallel.process_slice(t.batch_size)
-        to_device = lambda a: parallel.global_batch(mesh, a[rows])  # noqa: E731
+        to_device = lambda a: parallel.global_batch(mesh, a)  # noqa: E731
         log(f"data parallel over {mesh.devices.size} devices ({jax.process_count()} processes)")
     else:
         step_fn = jax.jit(step_impl, donate_argnums=0)
         to_device = jnp.asarray
+        rows = slice(None)
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     ckpt_every = t.checkpoint_every_steps or spe
     step = int(state.step)
@@ -278,7 +289,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     final = total if stop_at_step is None else min(total, int(stop_at_step))
     stop = _StopOnSignal()
     try:
-        last = _loop(config, ds, model, state, step, final, spe, step_fn, to_device, noise_key, manager,
+        last = _loop(config, ds, model, state, step, final, spe, step_fn, rows, to_device, mesh, noise_key, manager,
                      stop, ckpt_every, metrics_path if main_process else None, log,
                      tqdm if progress else None)
     finally:
@@ -309,7 +320,8 @@ class _StopOnSignal:
 
 
 def _loop(config: ml_collections.ConfigDict, ds: Dataset, model: Any, state: TrainState, step: int,
-          final: int, spe: int, step_fn, to_device, noise_key: Array, manager, stop: _StopOnSignal,
+          final: int, spe: int, step_fn, rows: slice, to_device, mesh, noise_key: Array, manager,
+          stop: _StopOnSignal,
           ckpt_every: int, metrics_path: str | None, log, tqdm) -> dict[str, Any]:
     """Steps ``step .. final`` of :func:`train_and_evaluate`: epochs, checkpoints, metrics."""
     t = config.train
@@ -323,7 +335,7 @@ def _loop(config: ml_collections.ConfigDict, ds: Dataset, model: Any, state: Tra
         sums = {"loss": 0.0, "accuracy": 0.0}
         count = sampled = 0
         while step < end:
-            xb, yb = train_batch(ds, t.batch_size, config.seed, step)
+            xb, yb = ds.train_batch(t.batch_size, config.seed, step, rows)  # this process's rows
             state, m = step_fn(state, to_device(xb), to_device(yb), noise_key)
             step += 1
             count += 1
@@ -350,8 +362,7 @@ def _loop(config: ml_collections.ConfigDict, ds: Dataset, model: Any, state: Tra
         if step % spe:  # stopped inside an epoch: no epoch summary
             log(f"stopped at step {step} (epoch {epoch + 1} unfinished); re-run to continue")
             break
-        ev = convert.evaluate(model, variables_of(state), ds.x_test, ds.y_test, 1,
-                              config.eval.batch_size)
+        ev = convert.evaluate_dataset(model, variables_of(state), ds, 1, config.eval.batch_size, mesh=mesh)
         sampled = max(1, sampled)
         last = {"epoch": epoch + 1, "step": step, "train_loss": sums["loss"] / sampled,
                 "train_accuracy": sums["accuracy"] / sampled, "test_accuracy_t1": ev["accuracy"],
@@ -382,8 +393,10 @@ class TrainingInterrupted(Exception):
 
 # ----------------------------------------------------------------------------- evaluation
 
-def load_run(workdir: str, log=print) -> tuple[ml_collections.ConfigDict, Any, dict[str, Any], Dataset]:
-    """Config, model, trained variables and dataset of a training ``workdir``."""
+def load_run(workdir: str, log=print, data_dir: str | None = None) -> tuple[ml_collections.ConfigDict, Any,
+                                                                           dict[str, Any], Dataset]:
+    """Config, model, trained variables and dataset of a training ``workdir`` (``data_dir``
+    overrides where a TFDS dataset is read from)."""
     cfg_path = os.path.join(workdir, "config.json")
     if not os.path.isdir(workdir):
         raise CheckpointError(f"workdir {workdir!r} does not exist; train first with "
@@ -398,10 +411,12 @@ def load_run(workdir: str, log=print) -> tuple[ml_collections.ConfigDict, Any, d
         raise
     except Exception as e:
         raise CheckpointError(f"{cfg_path} is corrupt ({type(e).__name__}); retrain into a new workdir") from None
-    ds = load_dataset(config.dataset.name, config.dataset.path)
+    if data_dir:
+        config.dataset.data_dir = data_dir
+    ds = dataset_from_config(config)
     model = build_model(config, ds.num_classes)
-    spe = steps_per_epoch(len(ds.x_train), config.train.batch_size)
-    tx = make_optimizer(config, spe * config.train.epochs)
+    spe = steps_per_epoch(ds.num_train, config.train.batch_size)
+    tx = make_optimizer(config, spe * config.train.epochs, spe)
     state = create_state(model, tx, ds.input_shape, jax.random.key(0))
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         raise CheckpointError(f"workdir {workdir!r} has no checkpoint; train first with "
@@ -416,34 +431,38 @@ def load_run(workdir: str, log=print) -> tuple[ml_collections.ConfigDict, Any, d
 
 
 def evaluate_run(workdir: str, timesteps: tuple[int, ...] | None = None, fold_bn: bool = True,
-                 log=print) -> dict[str, Any]:
-    """Evaluate a trained workdir: T=1 (noise at its mean and sampled) and converted at each T."""
-    config, model, variables, ds = load_run(workdir, log)
-    timesteps = tuple(timesteps or config.eval.timesteps)
+                 log=print, data_dir: str | None = None) -> dict[str, Any]:
+    """Evaluate a trained workdir: T=1 (noise at its mean and sampled) and converted at each T.
+
+    Over every device when there are several (the batch sharded on a ``data`` mesh axis; in a
+    multi-process run every process calls this and loads only its rows)."""
+    config, model, variables, ds = load_run(workdir, log, data_dir)
+    mesh = parallel.make_mesh() if jax.device_count() > 1 else None
     bs = config.eval.batch_size
+    run_eval = lambda m, v, T, **kw: convert.evaluate_dataset(m, v, ds, T, bs, mesh=mesh, **kw)  # noqa: E731
+    timesteps = tuple(timesteps or config.eval.timesteps)
     extra: dict[str, Any] = {}
     if config.method in ("convert", "qcfs"):
-        extra["ann_accuracy"] = convert.evaluate(model, variables, ds.x_test, ds.y_test, 1, bs)["accuracy"]
+        extra["ann_accuracy"] = run_eval(model, variables, 1)["accuracy"]
         thresholds = None
         if config.method == "convert":
-            batches = [train_batch(ds, config.train.batch_size, config.seed, i)[0]
+            batches = [ds.train_batch(config.train.batch_size, config.seed, i)[0]
                        for i in range(config.convert.num_batches)]
             thresholds = convert.activation_statistics(model, variables, batches, config.convert.percentile)
             extra["thresholds"] = thresholds
         v_init = config.convert.v_init if config.method == "convert" else 0.5
         model, variables = convert.ann_to_snn(model, variables, thresholds, v_init)
-    t1 = convert.evaluate(model, variables, ds.x_test, ds.y_test, 1, bs)
+    t1 = run_eval(model, variables, 1)
     spiking = model.activation == "spike"
     t1_noisy = t1
     if spiking and model.noise.kind != "none":
-        t1_noisy = convert.evaluate(model, variables, ds.x_test, ds.y_test, 1, bs,
-                                    sample_noise_key=jax.random.key(config.seed + 1))
+        t1_noisy = run_eval(model, variables, 1, sample_noise_key=jax.random.key(config.seed + 1))
     eval_model, eval_vars = (convert.fold_batchnorm(model, variables) if fold_bn
                              else (model, variables))
     accuracy, rates, ops = [], {}, {}
-    probe = ds.x_test[:min(100, len(ds.x_test))]
+    probe = ds.test_examples(np.arange(min(100, ds.num_test)))[0]
     for T in timesteps:
-        r = convert.evaluate(eval_model, eval_vars, ds.x_test, ds.y_test, T, bs)
+        r = run_eval(eval_model, eval_vars, T)
         accuracy.append(r["accuracy"])
         rates[str(T)] = r["firing_rates"]
         if spiking:
@@ -451,7 +470,7 @@ def evaluate_run(workdir: str, timesteps: tuple[int, ...] | None = None, fold_bn
     return {
         "dataset": config.dataset.name, "model": config.model.name, "method": config.method,
         "activation": model.activation, "noise": config.noise.to_dict(),
-        "num_test": int(len(ds.y_test)), "timesteps": list(timesteps), "accuracy": accuracy,
+        "num_test": int(ds.num_test), "timesteps": list(timesteps), "accuracy": accuracy,
         "t1_accuracy": t1["accuracy"], "t1_noisy_accuracy": t1_noisy["accuracy"],
         "firing_rates": rates, "ops": ops, "bn_folded": bool(fold_bn), "workdir": workdir, **extra,
     }

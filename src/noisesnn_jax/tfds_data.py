@@ -1,0 +1,264 @@
+"""TFDS datasets read without TensorFlow: ``cifar10``, ``cifar100``, ``mnist``, ``fashion_mnist``,
+``imagenet2012``.
+
+A prepared TFDS dataset in the ArrayRecord format is opened with TFDS's random-access data source
+(``builder.as_data_source``), which decodes images with PIL and needs no TensorFlow. Each process
+reads only the rows of each global batch that it feeds to its own devices; decoding and
+augmentation run in a thread pool (PIL releases the GIL) while the devices compute the previous
+step (JAX dispatch is asynchronous).
+
+Augmentation is numpy/PIL and deterministic: example ``j`` of the batch of global step ``k`` is
+augmented with ``numpy.random.default_rng([seed, k, j])``, so a resumed run, and a run on any
+number of processes, sees the same images.
+
+- CIFAR: zero-pad 4 pixels, random 32x32 crop, horizontal flip; evaluation uses the image as is.
+- ImageNet: random-resized crop (area 8%..100%, aspect ratio 3/4..4/3, 10 tries then a center
+  crop) to ``image_size`` and horizontal flip; evaluation resizes the shorter side to
+  ``image_size / 0.875`` and takes the center ``image_size`` crop.
+- MNIST, Fashion-MNIST: no augmentation.
+
+Preparing a dataset (download, or for ImageNet the two ILSVRC2012 tars) needs TensorFlow: the
+``prepare`` extra and ``make prepare DATASET=...`` / ``make prepare-imagenet MANUAL_DIR=...``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import math
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+from noisesnn_jax.data import batch_indices
+from noisesnn_jax.errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """What the pipeline needs to know of a TFDS dataset."""
+
+    train_split: str
+    test_split: str
+    num_classes: int
+    image_size: int  # default side of the model input
+    channels: int
+    mean: tuple[float, ...]  # per channel, of images scaled to [0, 1]
+    std: tuple[float, ...]
+    augment: str  # "cifar", "imagenet" or "none"
+
+
+SPECS: dict[str, Spec] = {
+    "cifar10": Spec("train", "test", 10, 32, 3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "cifar"),
+    "cifar100": Spec("train", "test", 100, 32, 3, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar"),
+    "mnist": Spec("train", "test", 10, 28, 1, (0.1307,), (0.3081,), "none"),
+    "fashion_mnist": Spec("train", "test", 10, 28, 1, (0.2860,), (0.3530,), "none"),
+    "imagenet2012": Spec("train", "validation", 1000, 224, 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+                         "imagenet"),
+}
+EVAL_CROP_FRACTION = 0.875  # ImageNet evaluation: resize to size / 0.875, center crop size
+
+
+def resolve_data_dir(data_dir: str = "") -> str:
+    """``data_dir``, else ``$TFDS_DATA_DIR``, else TFDS's default ``~/tensorflow_datasets``."""
+    return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR", "") or "~/tensorflow_datasets")
+
+
+def prepare_command(name: str, data_dir: str) -> str:
+    """The command that prepares ``name`` into ``data_dir`` in the format this library reads."""
+    if name == "imagenet2012":
+        return (f"make prepare-imagenet MANUAL_DIR=<folder with ILSVRC2012_img_train.tar and "
+                f"ILSVRC2012_img_val.tar> DATA_DIR={data_dir}")
+    return f"make prepare DATASET={name} DATA_DIR={data_dir}"
+
+
+def _pil(img: np.ndarray):
+    from PIL import Image
+    return Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+
+
+def _from_pil(pil, channels: int) -> np.ndarray:
+    a = np.asarray(pil)
+    return a[..., None] if channels == 1 else a
+
+
+def _resize_box(img: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:
+    """Crop ``box = (left, top, right, bottom)`` of ``img`` and resize it to ``size x size`` (bilinear)."""
+    from PIL import Image
+    return _from_pil(_pil(img).resize((size, size), Image.BILINEAR, box=box), img.shape[-1])
+
+
+def random_resized_crop(img: np.ndarray, rng: np.random.Generator, size: int,
+                        scale: tuple[float, float] = (0.08, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
+    """Inception-style crop: a random area fraction and aspect ratio, resized to ``size x size``."""
+    h, w = img.shape[:2]
+    for _ in range(10):
+        area = h * w * rng.uniform(*scale)
+        r = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        cw, ch = int(round(math.sqrt(area * r))), int(round(math.sqrt(area / r)))
+        if 0 < cw <= w and 0 < ch <= h:
+            y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+            return _resize_box(img, (x0, y0, x0 + cw, y0 + ch), size)
+    aspect = w / h  # fallback: the central crop with the aspect ratio clamped to ``ratio``
+    cw, ch = (w, round(w / ratio[0])) if aspect < ratio[0] else (
+        (round(h * ratio[1]), h) if aspect > ratio[1] else (w, h))
+    x0, y0 = (w - cw) // 2, (h - ch) // 2
+    return _resize_box(img, (x0, y0, x0 + cw, y0 + ch), size)
+
+
+def center_crop(img: np.ndarray, size: int, fraction: float = EVAL_CROP_FRACTION) -> np.ndarray:
+    """Resize the shorter side to ``size / fraction`` and take the central ``size x size``."""
+    h, w = img.shape[:2]
+    side = min(h, w) * fraction  # the crop's side in input pixels
+    x0, y0 = (w - side) / 2, (h - side) / 2
+    return _resize_box(img, (x0, y0, x0 + side, y0 + side), size)
+
+
+def pad_crop_flip(img: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
+    """CIFAR augmentation: zero-pad ``pad`` pixels, random crop back to size, flip half the time."""
+    h, w = img.shape[:2]
+    padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)))
+    dy, dx = (int(v) for v in rng.integers(0, 2 * pad + 1, size=2))
+    out = padded[dy:dy + h, dx:dx + w]
+    return out[:, ::-1] if rng.random() < 0.5 else out
+
+
+class TFDSDataset:
+    """A prepared TFDS dataset behind the library's dataset interface (see :mod:`noisesnn_jax.data`)."""
+
+    is_image = True
+
+    def __init__(self, name: str, spec: Spec, train_source, test_source, image_size: int = 0,
+                 workers: int = 0) -> None:
+        self.name = name
+        self.spec = spec
+        self.num_classes = spec.num_classes
+        self.image_size = int(image_size) or spec.image_size
+        self.mean = np.asarray(spec.mean, np.float32)
+        self.std = np.asarray(spec.std, np.float32)
+        self._train, self._test = train_source, test_source
+        self.workers = int(workers) or min(16, os.cpu_count() or 1)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.image_size, self.image_size, self.spec.channels)
+
+    @property
+    def num_train(self) -> int:
+        return len(self._train)
+
+    @property
+    def num_test(self) -> int:
+        return len(self._test)
+
+    # --------------------------------------------------------------------------- transforms
+
+    def _finish(self, img: np.ndarray) -> np.ndarray:
+        if img.shape[:2] != (self.image_size, self.image_size):
+            img = _resize_box(img, (0, 0, img.shape[1], img.shape[0]), self.image_size)
+        return (img.astype(np.float32) / 255.0 - self.mean) / self.std
+
+    def train_transform(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Augmented, standardized training image ``[S, S, C]`` float32."""
+        if self.spec.augment == "imagenet":
+            img = random_resized_crop(img, rng, self.image_size)
+            img = img[:, ::-1] if rng.random() < 0.5 else img
+        elif self.spec.augment == "cifar":
+            img = pad_crop_flip(img, rng)
+        return self._finish(img)
+
+    def eval_transform(self, img: np.ndarray) -> np.ndarray:
+        """Standardized evaluation image ``[S, S, C]`` float32 (ImageNet: resize + center crop)."""
+        if self.spec.augment == "imagenet":
+            img = center_crop(img, self.image_size)
+        return self._finish(img)
+
+    # --------------------------------------------------------------------------- batches
+
+    def train_batch(self, batch_size: int, seed: int, step: int,
+                    rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``rows`` of the augmented training batch of global step ``step``."""
+        idx = batch_indices(self.num_train, batch_size, seed, step)
+        positions = np.arange(len(idx))[rows]
+        return self._load(self._train, idx[rows], lambda img, j: self.train_transform(
+            img, np.random.default_rng([seed, step, int(positions[j])])))
+
+    def test_examples(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Evaluation images and labels of the test split at ``indices``."""
+        return self._load(self._test, np.asarray(indices), lambda img, j: self.eval_transform(img))
+
+    def _load(self, source, indices: np.ndarray,
+              transform: Callable[[np.ndarray, int], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        n = len(indices)
+        x = np.empty((n,) + self.input_shape, np.float32)
+        y = np.empty((n,), np.int32)
+
+        def work(chunk: np.ndarray) -> None:
+            examples = source.__getitems__([int(indices[j]) for j in chunk])
+            for j, ex in zip(chunk, examples):
+                x[j] = transform(np.asarray(ex["image"]), int(j))
+                y[j] = int(ex["label"])
+
+        chunks = [c for c in np.array_split(np.arange(n), max(1, min(n, self.workers))) if len(c)]
+        if len(chunks) <= 1:
+            for c in chunks:
+                work(c)
+        else:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="noisesnn-data")
+            for f in [self._pool.submit(work, c) for c in chunks]:
+                f.result()
+        return x, y
+
+
+def load_tfds(name: str, data_dir: str = "", image_size: int = 0, workers: int = 0) -> TFDSDataset:
+    """Open a prepared TFDS dataset (ArrayRecord) for training and evaluation, without TensorFlow.
+
+    A missing dataset, one in the TFRecord format, or a missing ``tensorflow-datasets`` install
+    is a :class:`DataError` that says where it looked and the command that fixes it.
+    """
+    if name not in SPECS:
+        raise DataError(f"dataset {name!r} is not a TFDS dataset this library reads; choose one of {sorted(SPECS)}")
+    spec = SPECS[name]
+    data_dir = resolve_data_dir(data_dir)
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise DataError(f"dataset {name!r} is read through tensorflow-datasets, which is not installed; "
+                        f"pip install tensorflow-datasets array-record") from None
+    where = (f"looked in {os.path.join(data_dir, name)} (the data dir comes from --config.dataset.data_dir, "
+             f"else $TFDS_DATA_DIR, else ~/tensorflow_datasets)")
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+        from etils import epath  # a tensorflow-datasets dependency; also understands cloud paths
+        prepared = (epath.Path(builder.data_dir) / "dataset_info.json").exists()
+    except Exception as e:  # unreadable dataset_info.json, permissions, ...
+        raise DataError(f"dataset {name!r} cannot be opened ({type(e).__name__}: {str(e)[:200]}); {where}") from None
+    if not prepared:
+        raise DataError(f"dataset {name!r} is not prepared: {where}. Prepare it with: "
+                        f"{prepare_command(name, data_dir)}, or point --config.dataset.data_dir at the "
+                        f"folder that holds it")
+    fmt = str(getattr(builder.info.file_format, "value", builder.info.file_format))
+    if fmt not in ("array_record", "parquet"):
+        raise DataError(f"dataset {name!r} in {builder.data_dir} is stored as {fmt}, which cannot be read "
+                        f"without TensorFlow; convert it with: tfds convert_format --dataset_version_dir="
+                        f"{builder.data_dir} --out_file_format=array_record (or rebuild it: "
+                        f"{prepare_command(name, data_dir)})")
+    sources = []
+    for split in (spec.train_split, spec.test_split):
+        if split not in builder.info.splits:
+            raise DataError(f"dataset {name!r} in {builder.data_dir} has no {split!r} split "
+                            f"(it has {sorted(builder.info.splits)}); re-prepare it: {prepare_command(name, data_dir)}")
+        try:
+            sources.append(builder.as_data_source(split=split))
+        except Exception as e:
+            raise DataError(f"dataset {name!r} split {split!r} in {builder.data_dir} cannot be read "
+                            f"({type(e).__name__}: {str(e)[:200]}); re-prepare it: "
+                            f"{prepare_command(name, data_dir)}") from None
+    features = builder.info.features
+    if "image" not in features or "label" not in features:
+        raise DataError(f"dataset {name!r} in {builder.data_dir} lacks 'image'/'label' features; re-prepare it")
+    return TFDSDataset(name, spec, sources[0], sources[1], image_size=image_size, workers=workers)

@@ -1,0 +1,151 @@
+"""TFDS datasets without TensorFlow: a tiny dataset in ImageNet's TFDS layout, written here, goes
+through the real pipeline (``tfds`` data source, decoding, augmentation), one ResNet-18 training
+step and a T=4 evaluation."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+tfds = pytest.importorskip("tensorflow_datasets")
+
+from noisesnn_jax import tfds_data  # noqa: E402
+from noisesnn_jax.errors import DataError  # noqa: E402
+
+N_TRAIN, N_VAL = 24, 10
+
+
+def _jpeg(seed: int, h: int, w: int) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    # a smooth image with a class-dependent colour, so JPEG keeps it close to the array
+    base = np.linspace(0, 255, w, dtype=np.float32)[None, :, None] * np.ones((h, 1, 3), np.float32)
+    img = np.clip(base * 0.5 + rng.integers(0, 120, size=3), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def _write_tiny_imagenet(data_dir: str) -> None:
+    """ImageNet's own TFDS builder (features, version, file names), fed tiny JPEGs of varied sizes
+    instead of the ILSVRC2012 tars, written as ArrayRecord: the layout ``tfds build imagenet2012
+    --file_format=array_record`` produces."""
+    real = tfds.builder_cls("imagenet2012")
+
+    class TinyImagenet(real, skip_registration=True):
+        name = "imagenet2012"
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._examples(N_TRAIN, 0), "validation": self._examples(N_VAL, 1000)}
+
+        def _examples(self, n, offset):
+            for i in range(n):
+                yield f"{offset + i}", {"image": io.BytesIO(_jpeg(offset + i, 36 + 3 * i, 48 + (i % 5) * 4)),
+                                        "label": i % 10, "file_name": f"n{offset + i:08d}.JPEG"}
+
+    TinyImagenet(data_dir=data_dir, file_format="array_record").download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=os.path.join(data_dir, "manual")))
+
+
+@pytest.fixture(scope="module")
+def imagenet_dir(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("tfds"))
+    _write_tiny_imagenet(d)
+    assert os.path.exists(os.path.join(d, "imagenet2012", str(tfds.builder_cls("imagenet2012").VERSION),
+                                       "dataset_info.json"))
+    return d
+
+
+def test_pipeline_reads_imagenet_layout_deterministically(imagenet_dir):
+    ds = tfds_data.load_tfds("imagenet2012", data_dir=imagenet_dir, image_size=32, workers=3)
+    assert (ds.num_train, ds.num_test, ds.num_classes, ds.input_shape) == (N_TRAIN, N_VAL, 1000, (32, 32, 3))
+    x, y = ds.train_batch(8, seed=3, step=5)
+    assert x.shape == (8, 32, 32, 3) and x.dtype == np.float32 and y.dtype == np.int32
+    assert np.all(np.isfinite(x)) and abs(float(x.mean())) < 3
+    x2, y2 = ds.train_batch(8, seed=3, step=5)
+    np.testing.assert_array_equal(x, x2)  # same (seed, step): same images, same augmentation
+    np.testing.assert_array_equal(y, y2)
+    # each process loads only its rows; together they are the global batch, augmented identically
+    parts = [ds.train_batch(8, seed=3, step=5, rows=slice(i * 2, (i + 1) * 2)) for i in range(4)]
+    np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), x)
+    np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), y)
+    assert not np.array_equal(ds.train_batch(8, seed=3, step=6)[0], x)
+    # evaluation: resize + center crop, deterministic, labels as written
+    xe, ye = ds.test_examples(np.arange(N_VAL))
+    assert xe.shape == (N_VAL, 32, 32, 3)
+    np.testing.assert_array_equal(np.sort(ye), np.sort(np.arange(N_VAL) % 10))  # TFDS shuffles by key
+    np.testing.assert_array_equal(ds.test_examples(np.arange(N_VAL))[0], xe)
+
+
+def test_augmentations():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, size=(40, 60, 3), dtype=np.uint8)
+    crop = tfds_data.random_resized_crop(img, np.random.default_rng(1), 16)
+    assert crop.shape == (16, 16, 3) and crop.dtype == np.uint8
+    np.testing.assert_array_equal(crop, tfds_data.random_resized_crop(img, np.random.default_rng(1), 16))
+    center = tfds_data.center_crop(img, 20)
+    assert center.shape == (20, 20, 3)
+    # a uniform image stays uniform through crops and resizes
+    flat = np.full((50, 30, 1), 77, np.uint8)
+    assert np.all(tfds_data.center_crop(flat, 8) == 77)
+    assert np.all(tfds_data.random_resized_crop(flat, rng, 8) == 77)
+    small = rng.integers(1, 255, size=(32, 32, 3), dtype=np.uint8)
+    outs = [tfds_data.pad_crop_flip(small, np.random.default_rng(s)) for s in range(20)]
+    assert all(o.shape == (32, 32, 3) for o in outs)
+    # every output is a shifted window of the zero-padded image, flipped or not; both occur
+    padded = np.pad(small, ((4, 4), (4, 4), (0, 0)))
+    windows = [padded[dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)]
+    kinds = []
+    for o in outs:
+        plain = any(np.array_equal(o, w) for w in windows)
+        flipped = any(np.array_equal(o, w[:, ::-1]) for w in windows)
+        assert plain or flipped
+        kinds.append(flipped)
+    assert 0 < sum(kinds) < len(kinds)
+
+
+def test_missing_dataset_names_where_it_looked_and_the_fix(tmp_path, monkeypatch):
+    empty = str(tmp_path / "nothing")
+    with pytest.raises(DataError) as e:
+        tfds_data.load_tfds("cifar10", data_dir=empty)
+    msg = str(e.value)
+    assert "not prepared" in msg and os.path.join(empty, "cifar10") in msg
+    assert "TFDS_DATA_DIR" in msg and "--config.dataset.data_dir" in msg
+    assert f"make prepare DATASET=cifar10 DATA_DIR={empty}" in msg
+    monkeypatch.setenv("TFDS_DATA_DIR", empty)
+    with pytest.raises(DataError, match="make prepare-imagenet MANUAL_DIR="):
+        tfds_data.load_tfds("imagenet2012")
+    # the command reports it in one line and exits 2
+    env = dict(os.environ, TFDS_DATA_DIR=empty, JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-m", "noisesnn_jax", "train", "--workdir", str(tmp_path / "w"),
+                           "--config.dataset.name=cifar10", "--config.model.name=vgg11"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "error: dataset 'cifar10' is not prepared" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_resnet18_trains_and_evaluates_at_t4_on_imagenet_layout(imagenet_dir, tmp_path):
+    """One ResNet-18 (ImageNet stem) training step at 32x32 on the real pipeline, a checkpoint,
+    then the evaluation command at T=1 and T=4 over the validation split."""
+    from noisesnn_jax import config as config_lib
+    from noisesnn_jax.train import evaluate_run, train_and_evaluate
+
+    c = config_lib.load_config(os.path.join(os.path.dirname(__file__), "..", "experiments", "configs",
+                                            "imagenet_resnet34.py"))
+    config_lib.apply_overrides(c, ["--config.model.name=resnet18", f"--config.dataset.data_dir={imagenet_dir}",
+                                   "--config.dataset.image_size=32", "--config.train.batch_size=8",
+                                   "--config.eval.batch_size=5"])
+    work = str(tmp_path / "run")
+    train_and_evaluate(c, work, progress=False, log=lambda *a: None, stop_at_step=1)
+    r = evaluate_run(work, timesteps=(4,), log=lambda *a: None)
+    assert r["dataset"] == "imagenet2012" and r["model"] == "resnet18" and r["num_test"] == N_VAL
+    assert r["timesteps"] == [4] and 0.0 <= r["accuracy"][0] <= 1.0
+    rates = r["firing_rates"]["4"]
+    assert rates and all(0.0 <= v <= 1.0 for v in rates.values())
+    assert any(v > 0 for v in rates.values())  # the spiking network is not silent
