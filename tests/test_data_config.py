@@ -142,3 +142,20 @@ def test_fake_dataset_for_throughput_runs():
     # big images cost a fixed pool, not one array per example
     big = load_dataset("fake", fake_shape=(224, 224, 3), fake_classes=1000, fake_size=1_000_000)
     assert big.num_train == 900_000 and big.train_batch(4, 0, 0)[0].shape == (4, 224, 224, 3)
+
+
+def test_learning_rate_warmup_then_cosine():
+    from noisesnn_jax.train import learning_rate_schedule
+
+    c = config_lib.get_config()
+    c.train.learning_rate, c.train.epochs, c.train.warmup_epochs = 0.4, 10, 2.0
+    lr = learning_rate_schedule(c, total_steps=100, steps_per_epoch=10)
+    assert float(lr(0)) == 0.0 and abs(float(lr(10)) - 0.2) < 1e-6 and abs(float(lr(20)) - 0.4) < 1e-6
+    assert float(lr(60)) < 0.4 and abs(float(lr(100))) < 1e-6  # cosine over the 80 steps after warm-up
+    c.train.warmup_epochs = 0.0
+    assert abs(float(learning_rate_schedule(c, 100, 10)(0)) - 0.4) < 1e-6
+    c.train.schedule = "constant"
+    assert abs(float(learning_rate_schedule(c, 100, 10)(99)) - 0.4) < 1e-6
+    c.train.warmup_epochs = 10.0
+    with pytest.raises(ConfigError, match="train.warmup_epochs"):
+        config_lib.validate(c)

@@ -73,6 +73,18 @@ def test_refuses_to_resume_a_different_model(tiny_config, tmp_path):
         train_and_evaluate(tiny_config, w, progress=False, log=lambda m: None)
 
 
+def test_resume_ignores_where_the_data_lives_but_not_what_it_is(tiny_config):
+    from noisesnn_jax import config as config_lib
+    from noisesnn_jax.train import check_compatible
+
+    saved = config_lib.from_json(config_lib.to_json(tiny_config))
+    tiny_config.dataset.data_dir, tiny_config.dataset.workers = "/mnt/elsewhere", 8
+    check_compatible(saved, tiny_config, "w")  # a preempted job restarted with the data mounted elsewhere
+    tiny_config.dataset.image_size = 64
+    with pytest.raises(CheckpointError, match="dataset.image_size: saved 0, now 64"):
+        check_compatible(saved, tiny_config, "w")
+
+
 TINY = ["--config.dataset.name=digits", "--config.model.name=mlp", "--config.model.hidden=32",
         "--config.train.epochs=1", "--config.train.batch_size=128"]
 

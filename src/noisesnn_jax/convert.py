@@ -320,7 +320,7 @@ def count_ops(model: Any, variables: Variables, images: Array, timesteps: int = 
             layers[name] = {"macs": macs, "sops": sops}
     snn_pj = ENERGY_MAC_PJ * first_macs + ENERGY_AC_PJ * total_sops
     ann_pj = ENERGY_MAC_PJ * ann_macs
-    return {"timesteps": int(timesteps), "layers": layers, "sops": total_sops,
+    return {"timesteps": int(timesteps), "images": int(batch), "layers": layers, "sops": total_sops,
             "first_layer_macs": first_macs, "ann_macs": ann_macs, "snn_energy_uj": snn_pj * 1e-6,
             "ann_energy_uj": ann_pj * 1e-6, "energy_ratio": snn_pj / ann_pj if ann_pj else float("nan"),
             "constants": {"ac_pj": ENERGY_AC_PJ, "mac_pj": ENERGY_MAC_PJ, "node": "45 nm (Horowitz 2014)"}}

@@ -36,6 +36,8 @@ Array = jax.Array
 IDENTITY_GROUPS = ("dataset", "model", "neuron", "noise")
 # ... except where the data lives and how many threads read it (a resumed pod job may mount it elsewhere).
 NOT_IDENTITY = {("dataset", "data_dir"), ("dataset", "workers")}
+# Pixels x images x time steps of the operation count's probe (100 images of 32x32 at T <= 80).
+OPS_PROBE_BUDGET = 8192 * 1024
 
 
 class TrainState(train_state.TrainState):
@@ -70,10 +72,10 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> Any:
     return MODELS[m.name](pool=m.pool, **common)
 
 
-def make_optimizer(config: ml_collections.ConfigDict, total_steps: int,
-                   steps_per_epoch: int = 0) -> optax.GradientTransformation:
-    """Optimizer and learning-rate schedule from ``config.train`` (a linear warm-up over
-    ``train.warmup_epochs`` epochs of ``steps_per_epoch`` steps, then cosine decay or constant)."""
+def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int,
+                           steps_per_epoch: int = 0) -> optax.Schedule:
+    """``step -> learning rate``: a linear warm-up from 0 over ``train.warmup_epochs`` epochs of
+    ``steps_per_epoch`` steps, then cosine decay to 0 at ``total_steps`` (or constant)."""
     t = config.train
     warmup = int(round(float(t.get("warmup_epochs", 0)) * steps_per_epoch))
     warmup = min(warmup, max(total_steps - 1, 0))
@@ -83,8 +85,16 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int,
         lr = optax.constant_schedule(t.learning_rate)
     if warmup:
         lr = optax.join_schedules([optax.linear_schedule(0.0, t.learning_rate, warmup), lr], [warmup])
-    elif t.schedule != "cosine":
-        lr = t.learning_rate
+    return lr
+
+
+def make_optimizer(config: ml_collections.ConfigDict, total_steps: int,
+                   steps_per_epoch: int = 0) -> optax.GradientTransformation:
+    """Optimizer from ``config.train`` with :func:`learning_rate_schedule`."""
+    t = config.train
+    lr = learning_rate_schedule(config, total_steps, steps_per_epoch)
+    if t.schedule == "constant" and not float(t.get("warmup_epochs", 0)):
+        lr = t.learning_rate  # a plain float: the optimizer state of earlier constant-rate runs
     if t.optimizer == "adam":
         tx = optax.adam(lr)
         if t.weight_decay:
@@ -461,12 +471,14 @@ def evaluate_run(workdir: str, timesteps: tuple[int, ...] | None = None, fold_bn
                              else (model, variables))
     accuracy, rates, ops = [], {}, {}
     probe = ds.test_examples(np.arange(min(100, ds.num_test)))[0]
+    pixels = max(1024, int(np.prod(ds.input_shape[:-1])))
     for T in timesteps:
         r = run_eval(eval_model, eval_vars, T)
         accuracy.append(r["accuracy"])
         rates[str(T)] = r["firing_rates"]
-        if spiking:
-            ops[str(T)] = convert.count_ops(eval_model, eval_vars, probe, T)
+        if spiking:  # on at most 100 test images, fewer for large images and T (it runs unjitted)
+            rows = max(1, min(len(probe), OPS_PROBE_BUDGET // (T * pixels)))
+            ops[str(T)] = convert.count_ops(eval_model, eval_vars, probe[:rows], T)
     return {
         "dataset": config.dataset.name, "model": config.model.name, "method": config.method,
         "activation": model.activation, "noise": config.noise.to_dict(),

@@ -1,0 +1,84 @@
+"""Input-pipeline throughput: TFDS ImageNet layout, decoded and augmented on this machine's CPU.
+
+    python benchmarks/pipeline.py [--images 256] [--size 224] [--batch 64] [--workers 1,2]
+
+Writes a synthetic dataset in ImageNet's TFDS layout (ImageNet's own builder, JPEGs of
+375x500, the median ILSVRC2012 shape) to a temporary folder, then times the library's training
+batches (random-resized crop + flip at ``--size``) and evaluation batches (resize + center crop)
+for each thread count. Images per second, median of ``--repeats``. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def write_dataset(data_dir: str, n_train: int, n_val: int) -> None:
+    import tensorflow_datasets as tfds
+    from PIL import Image
+
+    def jpeg(i: int) -> bytes:
+        rng = np.random.default_rng(i)
+        yy, xx = np.mgrid[0:375, 0:500].astype(np.float32)
+        img = np.stack([np.sin(xx / rng.uniform(5, 40)) * 100 + 120, np.cos(yy / rng.uniform(5, 40)) * 100 + 120,
+                        (xx + yy) % 256], -1)
+        buf = io.BytesIO()
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=90)
+        return buf.getvalue()
+
+    pool = [jpeg(i) for i in range(16)]
+
+    class SyntheticImagenet(tfds.builder_cls("imagenet2012"), skip_registration=True):
+        name = "imagenet2012"
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._examples(n_train, 0), "validation": self._examples(n_val, n_train)}
+
+        def _examples(self, n, offset):
+            for i in range(n):
+                yield str(offset + i), {"image": io.BytesIO(pool[i % len(pool)]), "label": i % 1000,
+                                        "file_name": f"{offset + i}.JPEG"}
+
+    SyntheticImagenet(data_dir=data_dir, file_format="array_record").download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=os.path.join(data_dir, "manual")))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--images", type=int, default=256)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--workers", default="1,2")
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args(argv)
+    from noisesnn_jax.tfds_data import load_tfds
+
+    out = {"size": args.size, "batch": args.batch, "jpeg": "375x500", "cpus": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as d:
+        write_dataset(d, args.images, args.batch)
+        for w in (int(v) for v in args.workers.split(",")):
+            ds = load_tfds("imagenet2012", data_dir=d, image_size=args.size, workers=w)
+            for kind, fn in (("train", lambda s: ds.train_batch(args.batch, 0, s)),
+                             ("eval", lambda s: ds.test_examples(np.arange(args.batch)))):
+                fn(0)
+                times = []
+                for s in range(1, args.repeats + 1):
+                    t0 = time.perf_counter()
+                    fn(s)
+                    times.append(time.perf_counter() - t0)
+                out[f"{kind}_images_per_s_workers{w}"] = round(args.batch / statistics.median(times), 1)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
