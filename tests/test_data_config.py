@@ -159,3 +159,25 @@ def test_learning_rate_warmup_then_cosine():
     c.train.warmup_epochs = 10.0
     with pytest.raises(ConfigError, match="train.warmup_epochs"):
         config_lib.validate(c)
+
+
+def test_every_experiment_config_is_valid():
+    import glob
+
+    paths = sorted(glob.glob("experiments/configs/*.py"))
+    assert {"cifar10_vgg16.py", "cifar100_vgg16.py", "imagenet_resnet34.py", "fake_data.py"} <= {
+        p.split("/")[-1] for p in paths}
+    for path in paths:
+        config_lib.validate(config_lib.load_config(path))
+
+
+def test_fake_dataset_trains_through_the_loop(tmp_path):
+    from noisesnn_jax.train import train_and_evaluate
+
+    c = config_lib.get_config()
+    config_lib.apply_overrides(c, ["--config.dataset.name=fake", "--config.dataset.image_size=8",
+                                   "--config.dataset.fake_classes=3", "--config.dataset.fake_size=70",
+                                   "--config.model.channels=4", "--config.model.pool_after=0",
+                                   "--config.train.epochs=1", "--config.train.batch_size=16"])
+    last = train_and_evaluate(c, str(tmp_path / "w"), progress=False, log=lambda *a: None)
+    assert last["steps"] == 3 and 0.0 <= last["test_accuracy_t1"] <= 1.0

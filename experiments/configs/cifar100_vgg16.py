@@ -1,31 +1,17 @@
 """Spiking VGG-16 on CIFAR-100 (TFDS ``cifar100``), T=1 training with Gaussian noise.
 
-Recipe: the CIFAR recipe of the ANN-to-SNN conversion literature this method is compared with
-(QCFS, Bu et al., ICLR 2022, and its public code): SGD with momentum 0.9, learning rate 0.1 at
-batch 128 with cosine decay, weight decay 5e-4, 300 epochs, random crop with 4-pixel padding and
-horizontal flip. Noise: Gaussian with the residual potential's own mean theta/2 and std
-theta/sqrt(12) (METHOD.md, section 3). Reference numbers at T = 2, 4, 8 are in METHOD.md,
-section 6. Prepare the data with ``make prepare DATASET=cifar100 DATA_DIR=...``; run with
-``make train-cifar100 DATA_DIR=...``.
+The CIFAR-10 recipe of ``cifar10_vgg16.py`` (QCFS' CIFAR recipe: SGD momentum 0.9, learning rate
+0.1 at batch 128 with cosine decay, weight decay 5e-4, 300 epochs, pad-4 crop and flip) on the
+100 classes. Reference numbers at T = 2, 4, 8, 64 are in METHOD.md, section 6. Prepare the data
+with ``make prepare DATASET=cifar100 DATA_DIR=...``; run with ``make train-cifar100 DATA_DIR=...``.
 """
 
-from noisesnn_jax.config import get_config as base
+import os
+
+from noisesnn_jax.config import load_config
 
 
 def get_config():
-    c = base()
+    c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "cifar10_vgg16.py"))
     c.dataset.name = "cifar100"
-    c.model.name = "vgg16"
-    c.model.pool = "avg"
-    c.noise.kind = "gaussian"
-    c.train.epochs = 300
-    c.train.batch_size = 128
-    c.train.optimizer = "sgd"
-    c.train.learning_rate = 0.1
-    c.train.momentum = 0.9
-    c.train.weight_decay = 5e-4
-    c.train.schedule = "cosine"
-    c.train.checkpoint_every_steps = 1000
-    c.eval.timesteps = (1, 2, 4, 8, 16, 32)
-    c.eval.batch_size = 500
     return c

@@ -4,16 +4,13 @@ are not. Shrink it with overrides, e.g. ``--config.model.name=resnet18
 --config.dataset.image_size=32 --config.model.stem=cifar --config.train.batch_size=64``.
 """
 
-import importlib.util
 import os
+
+from noisesnn_jax.config import load_config
 
 
 def get_config():
-    spec = importlib.util.spec_from_file_location(
-        "_imagenet_resnet34", os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_resnet34.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
+    c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_resnet34.py"))
     c.dataset.name = "fake"
     c.dataset.fake_classes = 1000
     c.dataset.fake_size = 4096
