@@ -35,6 +35,14 @@ SCRIPT = textwrap.dedent("""
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(single.batch_stats), jax.tree_util.tree_leaves(sharded.batch_stats)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    # one BPTT step (T=3, the baseline) on the sharded batch == the same step on one device
+    bptt = functools.partial(train_step, num_classes=10, timesteps=3)
+    b1, n1 = jax.jit(bptt)(single, xs[0], ys[0], key)
+    b8, n8 = parallel.shard_train_step(mesh, bptt, donate=False)(
+        parallel.replicate(mesh, single), parallel.global_batch(mesh, xs[0]), parallel.global_batch(mesh, ys[0]), key)
+    assert abs(float(n1["loss"]) - float(n8["loss"])) < 1e-5, (n1, n8)
+    for a, b in zip(jax.tree_util.tree_leaves(b1.params), jax.tree_util.tree_leaves(b8.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
     # multi-step evaluation sharded over the 8 devices == one device (37 rows: a padded last batch)
     from noisesnn_jax import convert
     from noisesnn_jax.train import variables_of
@@ -55,7 +63,8 @@ SCRIPT = textwrap.dedent("""
 
 def test_sharded_step_equals_single_device():
     """3 noisy T=1 steps with batch norm: loss within 1e-5, parameters and batch-norm statistics
-    within rtol 1e-4 / atol 1e-5 (the all-reduce sums in another order). Then T=1 and T=4
+    within rtol 1e-4 / atol 1e-5 (the all-reduce sums in another order); the same for one BPTT
+step at T=3. Then T=1 and T=4
     evaluation sharded over the 8 devices: the same correct count as one device, the same firing
     rates within 1e-6."""
     env = dict(os.environ, JAX_NUM_CPU_DEVICES="8", JAX_PLATFORMS="cpu")

@@ -143,7 +143,7 @@ def test_resnet18_trains_and_evaluates_at_t4_on_imagenet_layout(imagenet_dir, tm
                                    "--config.eval.batch_size=5"])
     work = str(tmp_path / "run")
     train_and_evaluate(c, work, progress=False, log=lambda *a: None, stop_at_step=1)
-    r = evaluate_run(work, timesteps=(4,), log=lambda *a: None)
+    r = evaluate_run(work, timesteps=(4,), log=lambda *a: None, data_dir=imagenet_dir)
     assert r["dataset"] == "imagenet2012" and r["model"] == "resnet18" and r["num_test"] == N_VAL
     assert r["timesteps"] == [4] and 0.0 <= r["accuracy"][0] <= 1.0
     rates = r["firing_rates"]["4"]
