@@ -6,7 +6,8 @@
 Images per second, median of ``--repeats`` after warm-up; the train step is the library's
 data-parallel step (``noisesnn_jax.parallel``), evaluation the jitted multi-step predict with
 batch norm folded, through the library's evaluation (sharded over the devices when there are
-several), from host arrays to the correct count. Prints one JSON line.
+several), from host arrays to the correct count. Prints one JSON line, with the device's peak
+memory where it reports one (GPU, TPU).
 """
 
 from __future__ import annotations
@@ -77,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     eval_mesh = mesh if mesh.devices.size > 1 else None
     t_eval = timed(lambda: convert.evaluate(fm, fv, xe, ye, args.timesteps, batch_size=args.batch,
                                             mesh=eval_mesh), args.repeats)
-    print(json.dumps({"model": args.model, "stem": stem, "image": args.image, "batch": args.batch,
+    stats = jax.devices()[0].memory_stats() or {}  # accelerators report it; the CPU does not
+    peak = stats.get("peak_bytes_in_use")
+    print(json.dumps({"peak_memory_mib": None if peak is None else round(peak / 2**20, 1),
+                      "model": args.model, "stem": stem, "image": args.image, "batch": args.batch,
                       "dtype": args.dtype, "devices": jax.device_count(), "platform": jax.devices()[0].platform,
                       "train_t1_images_per_s": round(args.batch / t_train, 1),
                       f"eval_t{args.timesteps}_images_per_s": round(args.batch / t_eval, 1)}))

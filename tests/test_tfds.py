@@ -149,3 +149,18 @@ def test_resnet18_trains_and_evaluates_at_t4_on_imagenet_layout(imagenet_dir, tm
     rates = r["firing_rates"]["4"]
     assert rates and all(0.0 <= v <= 1.0 for v in rates.values())
     assert any(v > 0 for v in rates.values())  # the spiking network is not silent
+
+
+def test_damaged_dataset_files_are_one_clear_error(imagenet_dir, tmp_path):
+    import glob
+    import shutil
+
+    copy = str(tmp_path / "copy")
+    shutil.copytree(imagenet_dir, copy)
+    (train_file,) = glob.glob(os.path.join(copy, "imagenet2012", "*", "imagenet2012-train.array_record*"))
+    with open(train_file, "r+b") as f:  # keep the size, damage the records
+        f.seek(0)
+        f.write(os.urandom(min(os.path.getsize(train_file), 4096)))
+    with pytest.raises(DataError, match="prepare"):
+        ds = tfds_data.load_tfds("imagenet2012", data_dir=copy, image_size=32, workers=2)
+        ds.train_batch(8, seed=0, step=0)

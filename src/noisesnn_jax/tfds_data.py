@@ -197,9 +197,20 @@ class TFDSDataset:
         y = np.empty((n,), np.int32)
 
         def work(chunk: np.ndarray) -> None:
-            examples = source.__getitems__([int(indices[j]) for j in chunk])
+            keys = [int(indices[j]) for j in chunk]
+            try:
+                examples = source.__getitems__(keys)
+            except Exception as e:  # truncated file, bad record, undecodable image
+                shown = ", ".join(map(str, keys[:4])) + (", ..." if len(keys) > 4 else "")
+                raise DataError(f"dataset {self.name!r}: examples [{shown}] cannot be read "
+                                f"({type(e).__name__}: {str(e)[:200]}); the prepared files are damaged, "
+                                f"prepare the dataset again") from None
             for j, ex in zip(chunk, examples):
-                x[j] = transform(np.asarray(ex["image"]), int(j))
+                img = np.asarray(ex["image"])
+                if img.ndim != 3 or img.shape[-1] != self.spec.channels or img.dtype != np.uint8:
+                    raise DataError(f"dataset {self.name!r}: example {int(indices[j])} is {img.dtype}{list(img.shape)}, "
+                                    f"expected uint8 images with {self.spec.channels} channels; prepare it again")
+                x[j] = transform(img, int(j))
                 y[j] = int(ex["label"])
 
         chunks = [c for c in np.array_split(np.arange(n), max(1, min(n, self.workers))) if len(c)]
