@@ -24,3 +24,13 @@ def tiny_config():
     c.train.learning_rate = 3e-3
     c.eval.timesteps = (1, 4)
     return c
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for a jax.distributed coordinator)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

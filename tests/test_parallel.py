@@ -105,14 +105,7 @@ def test_training_loop_on_8_devices_matches_one(tmp_path):
     assert np.median(diff) < 1e-4 and diff.max() < 0.02, (np.median(diff), diff.max())
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_processes_match_one_process(tmp_path):
+def test_two_processes_match_one_process(tmp_path, free_port):
     """Two processes on 127.0.0.1 (jax.distributed.initialize, gloo), one device each, train on the
     same global batches as one process with two devices and reach the same parameters."""
     from noisesnn_jax.train import load_run
@@ -120,7 +113,7 @@ def test_two_processes_match_one_process(tmp_path):
     args = ["--no-progress", "--config.dataset.name=digits", "--config.model.name=mlp",
             "--config.model.hidden=32", "--config.train.epochs=1", "--config.train.batch_size=64"]
     cmd = [sys.executable, "-m", "noisesnn_jax", "train"]
-    port = _free_port()
+    port = free_port
     env = dict(os.environ, JAX_NUM_CPU_DEVICES="1", JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     two = str(tmp_path / "two")
