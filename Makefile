@@ -8,9 +8,12 @@ PYTEST_WORKERS ?= 2
 .PHONY: install demo test lint clean bench install-peers reproduce reproduce-quick \
 	prepare prepare-imagenet train-cifar10 train-cifar100 train-imagenet
 
-# TFDS datasets: where they live (read without TensorFlow), and extra flags for `noisesnn train`
-# (e.g. TRAIN_FLAGS=--distributed on each host of a TPU pod) and `noisesnn evaluate`.
+# TFDS datasets: where they live (read without TensorFlow). DIST_FLAGS: the multi-process flags
+# given to both `noisesnn train` and `noisesnn evaluate` (DIST_FLAGS=--distributed on every worker
+# of a TPU pod; "--coordinator H:P --num-processes N --process-id I" on GPU hosts). TRAIN_FLAGS,
+# EVAL_FLAGS: more flags or --config overrides for one of them.
 DATA_DIR ?= $(or $(TFDS_DATA_DIR),$(HOME)/tensorflow_datasets)
+DIST_FLAGS ?=
 TRAIN_FLAGS ?=
 EVAL_FLAGS ?=
 EVAL_T ?= 1,2,4,8,16,32
@@ -72,9 +75,9 @@ train-imagenet: install
 
 define train_eval
 	$(PY) -m noisesnn_jax train --config experiments/configs/$(1).py --workdir runs/$(1) \
-	  --config.dataset.data_dir=$(DATA_DIR) $(TRAIN_FLAGS)
+	  --config.dataset.data_dir=$(DATA_DIR) $(DIST_FLAGS) $(TRAIN_FLAGS)
 	$(PY) -m noisesnn_jax evaluate --workdir runs/$(1) --timesteps $(EVAL_T) --data-dir $(DATA_DIR) \
-	  --json runs/$(1)/evaluation.json --plot runs/$(1)/accuracy_vs_t.png $(EVAL_FLAGS)
+	  --json runs/$(1)/evaluation.json --plot runs/$(1)/accuracy_vs_t.png $(DIST_FLAGS) $(EVAL_FLAGS)
 endef
 
 lint: install

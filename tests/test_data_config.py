@@ -161,6 +161,18 @@ def test_learning_rate_warmup_then_cosine():
         config_lib.validate(c)
 
 
+@pytest.mark.parametrize("override, field", [
+    ("--config.seed=-1", "seed"), ("--config.train.warmup_epochs=True", "train.warmup_epochs"),
+    ("--config.dataset.image_size=64", "dataset.image_size"),  # digits has its own size
+    ("--config.dataset.workers=-2", "dataset.workers"), ("--config.dataset.fake_classes=1", "dataset.fake_classes"),
+])
+def test_invalid_values_name_their_field(override, field):
+    c = config_lib.get_config()
+    c.dataset.name = "digits"
+    with pytest.raises(ConfigError, match=f"config.{field}="):
+        config_lib.validate(config_lib.apply_overrides(c, [override]))
+
+
 def test_every_experiment_config_is_valid():
     import glob
 

@@ -1,7 +1,7 @@
 """Spiking ResNet-34 on ImageNet (TFDS ``imagenet2012``, 224x224), T=1 training with Gaussian noise.
 
 Recipe: the ImageNet recipe of the conversion literature (QCFS, Bu et al., ICLR 2022: SGD with
-momentum 0.9, learning rate 0.1 per 256 images with cosine decay, weight decay 1e-4, 120 epochs)
+momentum 0.9, Nesterov here, learning rate 0.1 per 256 images with cosine decay, weight decay 1e-4, 120 epochs)
 with the large-batch rules of Goyal et al. 2017 (learning rate scaled linearly with the batch,
 5 warm-up epochs) so the global batch can grow with the pod; label smoothing 0.1 as in Flax's
 ImageNet example. Augmentation: random-resized crop and flip; evaluation: resize to 256 and

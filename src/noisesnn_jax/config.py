@@ -16,7 +16,7 @@ from typing import Any
 
 import ml_collections
 
-from noisesnn_jax.data import DATASETS
+from noisesnn_jax.data import DATASETS, TFDS_DATASETS
 from noisesnn_jax.errors import ConfigError
 from noisesnn_jax.models import ACTIVATIONS, MODELS, POOLS
 from noisesnn_jax.neurons import RESETS
@@ -156,12 +156,15 @@ def _positive(x: Any) -> bool:
 
 def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Check every value a user can set; raise :class:`ConfigError` naming the field and the fix."""
-    _require(isinstance(c.seed, int), "seed", c.seed, "it must be an integer")
+    _require(isinstance(c.seed, int) and not isinstance(c.seed, bool) and c.seed >= 0, "seed", c.seed,
+             "it must be an integer >= 0")
     _require(c.method in METHODS, "method", c.method, f"choose one of {list(METHODS)}")
     _require(c.dataset.name in DATASETS, "dataset.name", c.dataset.name, f"choose one of {list(DATASETS)}")
     d = c.dataset
     for f in ("image_size", "workers"):
         _require(isinstance(d[f], int) and d[f] >= 0, f"dataset.{f}", d[f], "use 0 (the default) or a positive integer")
+    _require(d.image_size == 0 or d.name in TFDS_DATASETS + ("fake",), "dataset.image_size", d.image_size,
+             f"dataset {d.name!r} is used at its own size; leave it 0 (it applies to TFDS and fake datasets)")
     for f in ("fake_classes", "fake_size"):
         _require(isinstance(d[f], int) and d[f] >= 2, f"dataset.{f}", d[f], "it must be an integer >= 2")
     m = c.model
@@ -198,7 +201,8 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(t.optimizer in OPTIMIZERS, "train.optimizer", t.optimizer, f"choose one of {list(OPTIMIZERS)}")
     _require(t.schedule in SCHEDULES, "train.schedule", t.schedule, f"choose one of {list(SCHEDULES)}")
     _require(_positive(t.learning_rate), "train.learning_rate", t.learning_rate, "it must be a number > 0")
-    _require(isinstance(t.warmup_epochs, (int, float)) and 0 <= t.warmup_epochs < t.epochs, "train.warmup_epochs",
+    _require(isinstance(t.warmup_epochs, (int, float)) and not isinstance(t.warmup_epochs, bool)
+             and 0 <= t.warmup_epochs < t.epochs, "train.warmup_epochs",
              t.warmup_epochs, "use a number of epochs in [0, train.epochs)")
     _require(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "it must be >= 0")
     _require(0 <= t.label_smoothing < 1, "train.label_smoothing", t.label_smoothing, "use a value in [0, 1)")

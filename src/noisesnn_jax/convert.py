@@ -122,8 +122,10 @@ def evaluate_examples(model: Any, variables: Variables, fetch, n: int, timesteps
     (every process calls this), each global batch is ``per_device * devices`` rows, sharded over
     ``data``; every device runs the model on its own rows (``shard_map``: no communication until
     the counts are summed), so multi-step tensors stay ``[T*B_local, ...]`` per device. The last
-    batch is padded by repeating the last example and the padding is masked out of the accuracy
-    (the firing rates of that one batch include the repeats).
+    batch is rounded up to a multiple of the device count by repeating the last example; the
+    repeats are masked out of the accuracy (the firing rates include those fewer than ``devices``
+    repeats). With ``sample_noise_key`` each device draws its own noise, so the sampled-noise
+    accuracy depends on the device count (the mean-noise and multi-step results do not).
     """
     timesteps = 1 if sample_noise_key is not None else int(timesteps)
     if n <= 0:
@@ -144,13 +146,14 @@ def evaluate_examples(model: Any, variables: Variables, fetch, n: int, timesteps
         from noisesnn_jax import parallel
         per_device = max(1, min(-(-batch_size // devices), max_rows // timesteps))
         bs = per_device * devices
-        rows = parallel.process_slice(bs)
         fn = _sharded_eval(model, timesteps, mesh, sample_noise_key is not None)
         variables = parallel.replicate(mesh, variables)
         base_key = jax.random.key(0) if sample_noise_key is None else sample_noise_key
         for start in range(0, n, bs):
-            idx = np.arange(start, start + bs)
+            size = min(bs, -(-(n - start) // devices) * devices)  # the last batch: under `devices` pad rows
+            idx = np.arange(start, start + size)
             valid = idx < n
+            rows = parallel.process_slice(size)
             xb, yb = fetch(np.minimum(idx, n - 1)[rows])
             c, rates = fn(variables, parallel.global_batch(mesh, xb), parallel.global_batch(mesh, yb),
                           parallel.global_batch(mesh, valid[rows]), jax.random.fold_in(base_key, start))

@@ -259,6 +259,14 @@ def train_batch(ds, batch_size: int, seed: int, step: int) -> tuple[np.ndarray, 
     return ds.train_batch(batch_size, seed, step)
 
 
+def default_image_size(name: str) -> int:
+    """The input side a dataset uses when ``dataset.image_size`` is 0 (0: not resizable)."""
+    if name in TFDS_DATASETS:
+        from noisesnn_jax.tfds_data import SPECS
+        return SPECS[name].image_size
+    return 32 if name == "fake" else 0
+
+
 def dataset_from_config(config):
     """The dataset that ``config.dataset`` names (in memory, or read through TFDS)."""
     d = config.dataset
@@ -266,6 +274,6 @@ def dataset_from_config(config):
         from noisesnn_jax.tfds_data import load_tfds
         return load_tfds(d.name, data_dir=d.get("data_dir", ""), image_size=int(d.get("image_size", 0)),
                          workers=int(d.get("workers", 0)))
-    size = int(d.get("image_size", 0)) or 32
+    size = int(d.get("image_size", 0)) or default_image_size("fake")
     return load_dataset(d.name, d.path, fake_shape=(size, size, 3), fake_classes=int(d.get("fake_classes", 10)),
                         fake_size=int(d.get("fake_size", 1024)))

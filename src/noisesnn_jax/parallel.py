@@ -37,8 +37,22 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def replicate(mesh: Mesh, tree: Any) -> Any:
-    """Place every leaf of ``tree`` on all devices of ``mesh``."""
-    return jax.device_put(tree, replicated(mesh))
+    """Place every leaf of ``tree`` on all devices of ``mesh`` (a no-op for leaves already there).
+
+    A leaf on this process's devices only (a fresh or restored state) goes through the host, so
+    that every process contributes its own copy: JAX does not move device arrays across hosts.
+    """
+    sharding = replicated(mesh)
+
+    def put(leaf):
+        if isinstance(leaf, jax.Array):
+            if leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
+                return leaf
+            if leaf.is_fully_addressable:
+                leaf = np.asarray(leaf)
+        return jax.device_put(leaf, sharding)
+
+    return jax.tree_util.tree_map(put, tree)
 
 
 def process_slice(global_batch_size: int) -> slice:

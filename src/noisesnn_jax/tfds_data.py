@@ -193,6 +193,9 @@ class TFDSDataset:
     def _load(self, source, indices: np.ndarray,
               transform: Callable[[np.ndarray, int], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         n = len(indices)
+        if n and (int(np.min(indices)) < 0 or int(np.max(indices)) >= len(source)):
+            raise IndexError(f"dataset {self.name!r}: indices must be in [0, {len(source)}), "
+                             f"got {int(np.min(indices))}..{int(np.max(indices))}")
         x = np.empty((n,) + self.input_shape, np.float32)
         y = np.empty((n,), np.int32)
 
@@ -254,10 +257,12 @@ def load_tfds(name: str, data_dir: str = "", image_size: int = 0, workers: int =
                         f"folder that holds it")
     fmt = str(getattr(builder.info.file_format, "value", builder.info.file_format))
     if fmt not in ("array_record", "parquet"):
+        version = os.path.basename(os.fspath(builder.data_dir).rstrip("/"))
         raise DataError(f"dataset {name!r} in {builder.data_dir} is stored as {fmt}, which cannot be read "
-                        f"without TensorFlow; convert it with: tfds convert_format --dataset_version_dir="
-                        f"{builder.data_dir} --out_file_format=array_record (or rebuild it: "
-                        f"{prepare_command(name, data_dir)})")
+                        f"without TensorFlow; rebuild it: {prepare_command(name, '<NEW_DIR>')}, or convert "
+                        f"it (TensorFlow needed): tfds convert_format --dataset_version_dir={builder.data_dir} "
+                        f"--out_file_format=array_record --out_dir=<NEW_DIR>/{name}/{version}; then use "
+                        f"--config.dataset.data_dir=<NEW_DIR>")
     sources = []
     for split in (spec.train_split, spec.test_split):
         if split not in builder.info.splits:

@@ -24,7 +24,7 @@ from flax.training import train_state
 
 from noisesnn_jax import config as config_lib
 from noisesnn_jax import convert, parallel
-from noisesnn_jax.data import Dataset, dataset_from_config, steps_per_epoch
+from noisesnn_jax.data import Dataset, dataset_from_config, default_image_size, steps_per_epoch
 from noisesnn_jax.errors import CheckpointError, ConfigError
 from noisesnn_jax.models import MODELS
 from noisesnn_jax.neurons import Neuron
@@ -192,13 +192,18 @@ def restore_checkpoint(manager, state: TrainState, log=print) -> TrainState | No
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             errors.append(f"step {step}: {type(e).__name__}: {msg[:200]}")
             log(f"warning: checkpoint at step {step} is unreadable ({errors[-1]}); trying an older one")
-    raise CheckpointError(f"no readable checkpoint in {manager.directory}: {'; '.join(errors)}. "
-                          f"Remove the checkpoints folder to train from scratch")
+    raise CheckpointError(f"no checkpoint in {manager.directory} can be restored into this run: "
+                          f"{'; '.join(errors)}. If the optimizer settings (train.optimizer, schedule, "
+                          f"warmup_epochs, weight_decay) changed, set them back; if the files are damaged, "
+                          f"train into a new --workdir (the old checkpoints stay where they are)")
 
 
 def _identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    d = config.to_dict()
-    return json.loads(json.dumps({g: d[g] for g in IDENTITY_GROUPS if g in d}))
+    d = json.loads(json.dumps({g: v for g, v in config.to_dict().items() if g in IDENTITY_GROUPS}))
+    data = d.get("dataset", {})
+    if not data.get("image_size"):  # 0 means the dataset's own size: compare the size itself
+        data["image_size"] = default_image_size(data.get("name", ""))
+    return d
 
 
 def check_compatible(saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict,
@@ -315,6 +320,7 @@ class _StopOnSignal:
         import signal
         import threading
         self.requested = None
+        self.stopping = False
         self._old = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -322,6 +328,18 @@ class _StopOnSignal:
 
     def _handle(self, signum, frame) -> None:
         self.requested = signum
+
+    def agreed(self, sync_point: bool) -> bool:
+        """Whether to stop now. One process: as soon as a signal came. Several: only at sync
+        points (every 10 steps and at epoch ends), and all together when any of them got one,
+        so that no process waits in a collective for one that has left."""
+        if jax.process_count() == 1:
+            self.stopping = self.requested is not None
+        elif sync_point:
+            from jax.experimental import multihost_utils
+            flags = multihost_utils.process_allgather(np.int32(self.requested is not None))
+            self.stopping = bool(np.any(flags))
+        return self.stopping
 
     def restore(self) -> None:
         import signal
@@ -359,15 +377,16 @@ def _loop(config: ml_collections.ConfigDict, ds: Dataset, model: Any, state: Tra
                 for k in sums:
                     sums[k] += float(m[k])
             bar.update(1)
-            if stop.requested is not None:
+            if stop.agreed(sync_point=count % 10 == 0 or step == end):
                 break
             if step % ckpt_every == 0 and step != end:
                 save_checkpoint(manager, state)
         bar.close()
         seconds = time.perf_counter() - t0
         save_checkpoint(manager, state)
-        if stop.requested is not None:
-            log(f"signal {stop.requested} received: saved a checkpoint at step {step}; re-run to continue")
+        if stop.stopping:
+            log(f"signal {stop.requested or 'on another process'} received: saved a checkpoint at step "
+                f"{step}; re-run to continue")
             raise TrainingInterrupted(step)
         if step % spe:  # stopped inside an epoch: no epoch summary
             log(f"stopped at step {step} (epoch {epoch + 1} unfinished); re-run to continue")
@@ -470,8 +489,9 @@ def evaluate_run(workdir: str, timesteps: tuple[int, ...] | None = None, fold_bn
     eval_model, eval_vars = (convert.fold_batchnorm(model, variables) if fold_bn
                              else (model, variables))
     accuracy, rates, ops = [], {}, {}
-    probe = ds.test_examples(np.arange(min(100, ds.num_test)))[0]
     pixels = max(1024, int(np.prod(ds.input_shape[:-1])))
+    probe_size = max(1, min(100, ds.num_test, OPS_PROBE_BUDGET // (min(timesteps) * pixels)))
+    probe = ds.test_examples(np.arange(probe_size))[0] if spiking else None
     for T in timesteps:
         r = run_eval(eval_model, eval_vars, T)
         accuracy.append(r["accuracy"])
