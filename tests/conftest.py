@@ -26,11 +26,62 @@ def tiny_config():
     return c
 
 
-@pytest.fixture
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (for a jax.distributed coordinator)."""
+def _free_port() -> int:
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class TrainProcesses:
+    """``noisesnn train`` as separate processes on CPU: two processes on 127.0.0.1 with one device
+    each (``jax.distributed.initialize`` through ``--coordinator``), or one with several devices."""
+
+    def env(self, devices: int) -> dict:
+        env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), JAX_PLATFORMS="cpu")
+        env.pop("XLA_FLAGS", None)
+        return env
+
+    def start_two(self, workdir: str, args: list[str]) -> list:
+        import subprocess
+        import sys
+
+        port = _free_port()
+        return [subprocess.Popen([sys.executable, "-m", "noisesnn_jax", "train", "--workdir", workdir,
+                                  "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                                  "--process-id", str(i)] + args, env=self.env(1), stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+                for i in range(2)]
+
+    def run_two(self, workdir: str, args: list[str]) -> list[str]:
+        procs = self.start_two(workdir, args)
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+        assert all(p.returncode == 0 for p in procs), outs
+        return outs
+
+    def run_one(self, workdir: str, args: list[str], devices: int = 2) -> str:
+        import subprocess
+        import sys
+
+        proc = subprocess.run([sys.executable, "-m", "noisesnn_jax", "train", "--workdir", workdir] + args,
+                              env=self.env(devices), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    @staticmethod
+    def assert_same_params(a: str, b: str, layers: tuple[str, ...], rtol: float = 1e-5, atol: float = 1e-6):
+        import numpy as np
+
+        from noisesnn_jax.train import load_run
+
+        pa = load_run(a, log=lambda m: None)[2]["params"]
+        pb = load_run(b, log=lambda m: None)[2]["params"]
+        for name in layers:
+            np.testing.assert_allclose(np.asarray(pa[name]["kernel"]), np.asarray(pb[name]["kernel"]),
+                                       rtol=rtol, atol=atol, err_msg=name)
+
+
+@pytest.fixture
+def train_processes() -> TrainProcesses:
+    return TrainProcesses()

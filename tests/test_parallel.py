@@ -105,82 +105,39 @@ def test_training_loop_on_8_devices_matches_one(tmp_path):
     assert np.median(diff) < 1e-4 and diff.max() < 0.02, (np.median(diff), diff.max())
 
 
-def test_two_processes_match_one_process(tmp_path, free_port):
+def test_two_processes_match_one_process(tmp_path, train_processes):
     """Two processes on 127.0.0.1 (jax.distributed.initialize, gloo), one device each, train on the
-    same global batches as one process with two devices and reach the same parameters."""
-    from noisesnn_jax.train import load_run
-
+    same global batches as one process with two devices and reach the same parameters (rtol 1e-5)."""
     args = ["--no-progress", "--config.dataset.name=digits", "--config.model.name=mlp",
             "--config.model.hidden=32", "--config.train.epochs=1", "--config.train.batch_size=64"]
-    cmd = [sys.executable, "-m", "noisesnn_jax", "train"]
-    port = free_port
-    env = dict(os.environ, JAX_NUM_CPU_DEVICES="1", JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    two = str(tmp_path / "two")
-    procs = [subprocess.Popen(cmd + ["--workdir", two, "--coordinator", f"127.0.0.1:{port}",
-                                     "--num-processes", "2", "--process-id", str(i)] + args,
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
-    outs = [p.communicate(timeout=300)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), outs
+    two, one = str(tmp_path / "two"), str(tmp_path / "one")
+    outs = train_processes.run_two(two, args)
     assert "data parallel over 2 devices (2 processes)" in outs[0]
     assert "epoch" not in outs[1]  # logs from process 0 only
-    one = str(tmp_path / "one")
-    proc = subprocess.run(cmd + ["--workdir", one] + args, env=dict(env, JAX_NUM_CPU_DEVICES="2"),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    a = load_run(two, log=lambda m: None)[2]["params"]
-    b = load_run(one, log=lambda m: None)[2]["params"]
-    np.testing.assert_allclose(np.asarray(a["dense0"]["kernel"]), np.asarray(b["dense0"]["kernel"]),
-                               rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(a["readout"]["kernel"]), np.asarray(b["readout"]["kernel"]),
-                               rtol=1e-5, atol=1e-6)
+    train_processes.run_one(one, args)
+    train_processes.assert_same_params(two, one, ("dense0", "readout"))
 
 
-def test_sigterm_on_one_of_two_processes_stops_both_and_resumes_exactly(tmp_path, free_port):
+def test_sigterm_on_one_of_two_processes_stops_both_and_resumes_exactly(tmp_path, train_processes):
     """Preemption that reaches one host only: both processes stop together at the next sync point
     with a checkpoint (exit 143), and re-running both ends where an uninterrupted run ends."""
     import signal
     import time
 
-    from noisesnn_jax.train import load_run
-
     args = ["--no-progress", "--config.dataset.name=digits", "--config.model.name=mlp",
             "--config.model.hidden=32", "--config.train.epochs=6", "--config.train.batch_size=32"]
-    cmd = [sys.executable, "-m", "noisesnn_jax", "train"]
-    env = dict(os.environ, JAX_NUM_CPU_DEVICES="1", JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-
-    def launch(workdir, port):
-        return [subprocess.Popen(cmd + ["--workdir", workdir, "--coordinator", f"127.0.0.1:{port}",
-                                        "--num-processes", "2", "--process-id", str(i)] + args,
-                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                for i in range(2)]
-
-    w = str(tmp_path / "two")
-    procs = launch(w, free_port)
+    two, one = str(tmp_path / "two"), str(tmp_path / "one")
+    procs = train_processes.start_two(two, args)
     deadline = time.time() + 300
-    while time.time() < deadline and not os.path.exists(os.path.join(w, "metrics.jsonl")):
+    while time.time() < deadline and not os.path.exists(os.path.join(two, "metrics.jsonl")):
         time.sleep(0.1)  # the first epoch ended: stop inside a later one
     procs[1].send_signal(signal.SIGTERM)
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [143, 143], outs
     assert "saved a checkpoint" in outs[0]
-    with open(os.path.join(w, "metrics.jsonl")) as f:
+    with open(os.path.join(two, "metrics.jsonl")) as f:
         assert len(f.read().splitlines()) < 6  # it stopped before the end
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    procs = launch(w, port)
-    outs = [p.communicate(timeout=300)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), outs
+    outs = train_processes.run_two(two, args)
     assert "resumed from step" in outs[0]
-    one = str(tmp_path / "one")
-    proc = subprocess.run(cmd + ["--workdir", one] + args, env=dict(env, JAX_NUM_CPU_DEVICES="2"),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    a = load_run(w, log=lambda m: None)[2]["params"]
-    b = load_run(one, log=lambda m: None)[2]["params"]
-    for name in ("dense0", "readout"):
-        np.testing.assert_allclose(np.asarray(a[name]["kernel"]), np.asarray(b[name]["kernel"]), rtol=1e-5, atol=1e-6)
+    train_processes.run_one(one, args)
+    train_processes.assert_same_params(two, one, ("dense0", "readout"))

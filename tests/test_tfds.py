@@ -166,35 +166,23 @@ def test_damaged_dataset_files_are_one_clear_error(imagenet_dir, tmp_path):
         ds.train_batch(8, seed=0, step=0)
 
 
-def test_two_processes_each_read_their_rows_and_match_one_process(imagenet_dir, tmp_path, free_port):
+def test_two_processes_each_read_their_rows_and_match_one_process(imagenet_dir, tmp_path, train_processes):
     """Two processes on 127.0.0.1 (one device each) each load only their half of every global batch
     from the TFDS dataset and train to the same parameters as one process with two devices."""
-    from noisesnn_jax.train import load_run
+    import json
 
     args = ["--no-progress", "--config.dataset.name=imagenet2012", f"--config.dataset.data_dir={imagenet_dir}",
             "--config.dataset.image_size=16", "--config.model.name=cnn", "--config.model.channels=8,16",
             "--config.model.pool_after=0", "--config.train.epochs=1", "--config.train.batch_size=8",
             "--config.eval.batch_size=4"]
-    cmd = [sys.executable, "-m", "noisesnn_jax", "train"]
-    env = dict(os.environ, JAX_NUM_CPU_DEVICES="1", JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    two = str(tmp_path / "two")
-    procs = [subprocess.Popen(cmd + ["--workdir", two, "--coordinator", f"127.0.0.1:{free_port}",
-                                     "--num-processes", "2", "--process-id", str(i)] + args,
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
-    outs = [p.communicate(timeout=300)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), outs
+    two, one = str(tmp_path / "two"), str(tmp_path / "one")
+    outs = train_processes.run_two(two, args)
     assert "data parallel over 2 devices (2 processes)" in outs[0] and "epoch" in outs[0]
-    one = str(tmp_path / "one")
-    proc = subprocess.run(cmd + ["--workdir", one] + args, env=dict(env, JAX_NUM_CPU_DEVICES="2"),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    a = load_run(two, log=lambda m: None)[2]["params"]
-    b = load_run(one, log=lambda m: None)[2]["params"]
-    for name in ("conv0", "conv1", "readout"):
-        np.testing.assert_allclose(np.asarray(a[name]["kernel"]), np.asarray(b[name]["kernel"]), rtol=1e-5, atol=1e-6)
+    train_processes.run_one(one, args)
+    train_processes.assert_same_params(two, one, ("conv0", "conv1", "readout"))
     # the per-epoch test accuracy (sharded evaluation over both processes) is the same too
-    import json
-    metrics = [json.loads(open(os.path.join(w, "metrics.jsonl")).read().splitlines()[-1]) for w in (two, one)]
+    metrics = []
+    for w in (two, one):
+        with open(os.path.join(w, "metrics.jsonl")) as f:
+            metrics.append(json.loads(f.read().splitlines()[-1]))
     assert metrics[0]["test_accuracy_t1"] == metrics[1]["test_accuracy_t1"]
