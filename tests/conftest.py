@@ -38,17 +38,46 @@ class TrainProcesses:
     """``noisesnn train`` as separate processes on CPU: two processes on 127.0.0.1 with one device
     each (``jax.distributed.initialize`` through ``--coordinator``), or one with several devices."""
 
+    @staticmethod
+    def command(slow_from_step: int | None = None, marker: str = "") -> list[str]:
+        """``python -m noisesnn_jax``; with ``slow_from_step``, the same command through
+        ``tests/slow_train.py``: every training step from that one on takes at least 0.5 s and
+        ``marker`` is created when the first of them starts, so a test can send a signal mid-training
+        on a machine of any speed."""
+        import sys
+
+        if slow_from_step is None:
+            return [sys.executable, "-m", "noisesnn_jax"]
+        return [sys.executable, os.path.join(os.path.dirname(__file__), "slow_train.py"), marker,
+                str(slow_from_step)]
+
+    @staticmethod
+    def wait_for(path: str, proc, timeout: float = 300) -> None:
+        """Wait until ``path`` exists; fail early with the output if ``proc`` ended first."""
+        import time
+
+        deadline = time.time() + timeout
+        while not os.path.exists(path):
+            if proc.poll() is not None:
+                out, err = proc.communicate()
+                raise AssertionError(f"the run ended (exit {proc.returncode}) before {path} appeared:\n"
+                                     f"{(out or '')[-2000:]}{(err or '')[-2000:]}")
+            assert time.time() < deadline, f"{path} did not appear within {timeout} s"
+            time.sleep(0.05)
+
     def env(self, devices: int) -> dict:
         env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), JAX_PLATFORMS="cpu")
         env.pop("XLA_FLAGS", None)
         return env
 
-    def start_two(self, workdir: str, args: list[str]) -> list:
+    def start_two(self, workdir: str, args: list[str], command: list[str] | None = None) -> list:
+        """Start both processes; ``command`` replaces ``python -m noisesnn_jax`` (see
+        :meth:`command`)."""
         import subprocess
-        import sys
 
         port = _free_port()
-        return [subprocess.Popen([sys.executable, "-m", "noisesnn_jax", "train", "--workdir", workdir,
+        return [subprocess.Popen((command or self.command()) + [
+                                  "train", "--workdir", workdir,
                                   "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
                                   "--process-id", str(i)] + args, env=self.env(1), stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)
@@ -62,9 +91,8 @@ class TrainProcesses:
 
     def run_one(self, workdir: str, args: list[str], devices: int = 2) -> str:
         import subprocess
-        import sys
 
-        proc = subprocess.run([sys.executable, "-m", "noisesnn_jax", "train", "--workdir", workdir] + args,
+        proc = subprocess.run(self.command() + ["train", "--workdir", workdir] + args,
                               env=self.env(devices), capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         return proc.stdout

@@ -122,21 +122,21 @@ def test_sigterm_on_one_of_two_processes_stops_both_and_resumes_exactly(tmp_path
     """Preemption that reaches one host only: both processes stop together at the next sync point
     with a checkpoint (exit 143), and re-running both ends where an uninterrupted run ends."""
     import signal
-    import time
 
     args = ["--no-progress", "--config.dataset.name=digits", "--config.model.name=mlp",
-            "--config.model.hidden=32", "--config.train.epochs=6", "--config.train.batch_size=32"]
+            "--config.model.hidden=32", "--config.train.epochs=3", "--config.train.batch_size=32"]
     two, one = str(tmp_path / "two"), str(tmp_path / "one")
-    procs = train_processes.start_two(two, args)
-    deadline = time.time() + 300
-    while time.time() < deadline and not os.path.exists(os.path.join(two, "metrics.jsonl")):
-        time.sleep(0.1)  # the first epoch ended: stop inside a later one
+    marker = str(tmp_path / "inside-epoch-2")
+    # From step 60 (inside epoch 2 of 3, 42 steps each) every step takes 0.5 s: the signal lands
+    # mid-training on a machine of any speed.
+    procs = train_processes.start_two(two, args, command=train_processes.command(60, marker))
+    train_processes.wait_for(marker, procs[0])
     procs[1].send_signal(signal.SIGTERM)
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [143, 143], outs
     assert "saved a checkpoint" in outs[0]
     with open(os.path.join(two, "metrics.jsonl")) as f:
-        assert len(f.read().splitlines()) < 6  # it stopped before the end
+        assert len(f.read().splitlines()) == 1  # it stopped inside epoch 2
     outs = train_processes.run_two(two, args)
     assert "resumed from step" in outs[0]
     train_processes.run_one(one, args)

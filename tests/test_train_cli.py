@@ -154,24 +154,25 @@ def test_cli_corrupt_checkpoint_subprocess(tiny_config, tmp_path):
     assert "can be restored into this run" in last and "Traceback" not in proc.stderr
 
 
-def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path):
+def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path, train_processes):
     """SIGTERM mid-training: a checkpoint is saved, exit code 143; re-running ends with the same
     parameters as a run that was never interrupted."""
     import signal
-    import time
 
     args = ["train", "--no-progress"] + TINY + ["--config.train.epochs=3", "--config.train.batch_size=32"]
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     assert cli.main(args + ["--workdir", a]) == 0
-    proc = subprocess.Popen([sys.executable, "-m", "noisesnn_jax"] + args + ["--workdir", b],
+    marker = str(tmp_path / "inside-epoch-2")
+    # From step 60 (inside epoch 2 of 3, 42 steps each) every step takes 0.5 s, so the signal
+    # lands mid-training however fast the machine is.
+    proc = subprocess.Popen(train_processes.command(60, marker) + args + ["--workdir", b],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not os.path.exists(os.path.join(b, "metrics.jsonl")):
-        time.sleep(0.2)  # wait until the first epoch ended, so we stop inside the second
+    train_processes.wait_for(marker, proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 143, err[-2000:]
     assert "saved a checkpoint" in out + err
+    assert 60 <= _params_step(b) < 84  # stopped inside epoch 2
     assert cli.main(args + ["--workdir", b]) == 0
     for x, y in zip(jax.tree_util.tree_leaves(_params(a)), jax.tree_util.tree_leaves(_params(b))):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
