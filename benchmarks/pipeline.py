@@ -23,8 +23,9 @@ import numpy as np
 
 
 def write_dataset(data_dir: str, n_train: int, n_val: int) -> None:
-    import tensorflow_datasets as tfds
     from PIL import Image
+
+    from noisesnn_jax.tfds_data import write_imagenet_layout
 
     def jpeg(i: int) -> bytes:
         rng = np.random.default_rng(i)
@@ -36,20 +37,8 @@ def write_dataset(data_dir: str, n_train: int, n_val: int) -> None:
         return buf.getvalue()
 
     pool = [jpeg(i) for i in range(16)]
-
-    class SyntheticImagenet(tfds.builder_cls("imagenet2012"), skip_registration=True):
-        name = "imagenet2012"
-
-        def _split_generators(self, dl_manager):
-            return {"train": self._examples(n_train, 0), "validation": self._examples(n_val, n_train)}
-
-        def _examples(self, n, offset):
-            for i in range(n):
-                yield str(offset + i), {"image": io.BytesIO(pool[i % len(pool)]), "label": i % 1000,
-                                        "file_name": f"{offset + i}.JPEG"}
-
-    SyntheticImagenet(data_dir=data_dir, file_format="array_record").download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=os.path.join(data_dir, "manual")))
+    write_imagenet_layout(data_dir, [(pool[i % len(pool)], i % 1000) for i in range(n_train)],
+                          [(pool[i % len(pool)], i % 1000) for i in range(n_val)])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,9 +64,8 @@ SCRIPT = textwrap.dedent("""
 def test_sharded_step_equals_single_device():
     """3 noisy T=1 steps with batch norm: loss within 1e-5, parameters and batch-norm statistics
     within rtol 1e-4 / atol 1e-5 (the all-reduce sums in another order); the same for one BPTT
-step at T=3. Then T=1 and T=4
-    evaluation sharded over the 8 devices: the same correct count as one device, the same firing
-    rates within 1e-6."""
+    step at T=3. Then T=1 and T=4 evaluation sharded over the 8 devices: the same correct count as
+    one device, the same firing rates within 1e-6."""
     env = dict(os.environ, JAX_NUM_CPU_DEVICES="8", JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)

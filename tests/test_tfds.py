@@ -32,31 +32,13 @@ def _jpeg(seed: int, h: int, w: int) -> bytes:
     return buf.getvalue()
 
 
-def _write_tiny_imagenet(data_dir: str) -> None:
-    """ImageNet's own TFDS builder (features, version, file names), fed tiny JPEGs of varied sizes
-    instead of the ILSVRC2012 tars, written as ArrayRecord: the layout ``tfds build imagenet2012
-    --file_format=array_record`` produces."""
-    real = tfds.builder_cls("imagenet2012")
-
-    class TinyImagenet(real, skip_registration=True):
-        name = "imagenet2012"
-
-        def _split_generators(self, dl_manager):
-            return {"train": self._examples(N_TRAIN, 0), "validation": self._examples(N_VAL, 1000)}
-
-        def _examples(self, n, offset):
-            for i in range(n):
-                yield f"{offset + i}", {"image": io.BytesIO(_jpeg(offset + i, 36 + 3 * i, 48 + (i % 5) * 4)),
-                                        "label": i % 10, "file_name": f"n{offset + i:08d}.JPEG"}
-
-    TinyImagenet(data_dir=data_dir, file_format="array_record").download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=os.path.join(data_dir, "manual")))
-
-
 @pytest.fixture(scope="module")
 def imagenet_dir(tmp_path_factory):
+    """Tiny JPEGs of varied sizes, 10 classes, in ImageNet's TFDS layout (ArrayRecord)."""
     d = str(tmp_path_factory.mktemp("tfds"))
-    _write_tiny_imagenet(d)
+    tfds_data.write_imagenet_layout(
+        d, [(_jpeg(i, 36 + 3 * i, 48 + (i % 5) * 4), i % 10) for i in range(N_TRAIN)],
+        [(_jpeg(1000 + i, 36 + 3 * i, 48 + (i % 5) * 4), i % 10) for i in range(N_VAL)])
     assert os.path.exists(os.path.join(d, "imagenet2012", str(tfds.builder_cls("imagenet2012").VERSION),
                                        "dataset_info.json"))
     return d

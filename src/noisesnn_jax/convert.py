@@ -104,12 +104,11 @@ def evaluate(model: Any, variables: Variables, x: np.ndarray, y: np.ndarray, tim
 
 
 def evaluate_dataset(model: Any, variables: Variables, ds: Any, timesteps: int = 1, batch_size: int = 500,
-                     sample_noise_key: Array | None = None, max_rows: int = 8192, mesh: Any = None,
-                     limit: int | None = None) -> dict[str, Any]:
-    """:func:`evaluate` over the test split of a dataset (``ds.test_examples``), the first ``limit``
-    examples if given; each process loads only its rows of each batch."""
-    n = ds.num_test if limit is None else min(int(limit), ds.num_test)
-    return evaluate_examples(model, variables, ds.test_examples, n, timesteps, batch_size,
+                     sample_noise_key: Array | None = None, max_rows: int = 8192,
+                     mesh: Any = None) -> dict[str, Any]:
+    """:func:`evaluate` over the test split of a dataset (``ds.test_examples``); each process
+    loads only its rows of each batch."""
+    return evaluate_examples(model, variables, ds.test_examples, ds.num_test, timesteps, batch_size,
                              sample_noise_key, max_rows, mesh)
 
 

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import io
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -278,3 +279,34 @@ def load_tfds(name: str, data_dir: str = "", image_size: int = 0, workers: int =
     if "image" not in features or "label" not in features:
         raise DataError(f"dataset {name!r} in {builder.data_dir} lacks 'image'/'label' features; re-prepare it")
     return TFDSDataset(name, spec, sources[0], sources[1], image_size=image_size, workers=workers)
+
+
+def write_imagenet_layout(data_dir: str, train: Sequence[tuple[bytes, int]],
+                          validation: Sequence[tuple[bytes, int]]) -> str:
+    """Write ``(jpeg_bytes, label)`` examples as a prepared ``imagenet2012`` under ``data_dir``.
+
+    ImageNet's own TFDS builder (its features, version and file names) is fed these examples
+    instead of the ILSVRC2012 tars and writes ArrayRecord files: the layout that
+    ``make prepare-imagenet`` produces, so the data pipeline, a launch or a benchmark can run
+    end to end without the real dataset. Needs ``tensorflow-datasets`` (not TensorFlow). Returns
+    the dataset's version folder.
+    """
+    import tensorflow_datasets as tfds
+
+    splits = {"train": train, "validation": validation}
+
+    class _Given(tfds.builder_cls("imagenet2012"), skip_registration=True):
+        name = "imagenet2012"
+
+        def _split_generators(self, dl_manager):
+            return {split: self._examples(split) for split in splits}
+
+        def _examples(self, split):
+            for i, (jpeg, label) in enumerate(splits[split]):
+                yield f"{split}-{i}", {"image": io.BytesIO(jpeg), "label": int(label),
+                                       "file_name": f"{split}_{i:08d}.JPEG"}
+
+    builder = _Given(data_dir=data_dir, file_format="array_record")
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=os.path.join(data_dir, "manual")))
+    return os.fspath(builder.data_dir)
