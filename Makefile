@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test lint clean bench install-peers reproduce reproduce-quick \
+.PHONY: install demo test lint clean bench install-peers reproduce reproduce-quick reproduce-fashion-mnist \
 	prepare prepare-imagenet train-cifar10 train-cifar100 train-imagenet
 
 # TFDS datasets: where they live (read without TensorFlow). DIST_FLAGS: the multi-process flags
@@ -17,6 +17,7 @@ DIST_FLAGS ?=
 TRAIN_FLAGS ?=
 EVAL_FLAGS ?=
 EVAL_T ?= 1,2,4,8,16,32
+SOURCE_DIR ?=
 
 install: $(STAMP)
 
@@ -45,15 +46,28 @@ install-peers: install
 reproduce: install
 	$(PY) experiments/reproduce.py --workdir runs/reproduce --out experiments/results
 
+## The claims table on full Fashion-MNIST (needs `make prepare DATASET=fashion_mnist` first; about
+## 3 hours on 2 CPU cores; re-run to continue after a cut, finished runs are skipped): experiments/results/
+JOBS ?= 2
+reproduce-fashion-mnist: install
+	$(PY) experiments/fashion_mnist.py --workdir runs/fashion_mnist --out experiments/results --jobs $(JOBS) \
+	  --config.dataset.data_dir=$(DATA_DIR)
+
 reproduce-quick: install
 	$(PY) experiments/reproduce.py --quick --workdir runs/reproduce-quick --out runs/reproduce-quick
 
-## Prepare a TFDS dataset (downloads it; needs TensorFlow, installed from the `prepare` extra):
-##   make prepare DATASET=cifar10 [DATA_DIR=...]    (cifar10, cifar100, mnist, fashion_mnist)
+## Prepare a TFDS dataset:
+##   make prepare DATASET=fashion_mnist [SOURCE_DIR=...] [DATA_DIR=...]   offline, from the four idx files
+##     (SOURCE_DIR default: where Debian's dataset-fashion-mnist package puts them; mnist needs SOURCE_DIR)
+##   make prepare DATASET=cifar10 [DATA_DIR=...]   downloads it; needs TensorFlow (the `prepare` extra)
 prepare: install
-	@test -n "$(DATASET)" || { echo "usage: make prepare DATASET=cifar10|cifar100|mnist|fashion_mnist [DATA_DIR=...]"; exit 2; }
+	@test -n "$(DATASET)" || { echo "usage: make prepare DATASET=cifar10|cifar100|mnist|fashion_mnist [DATA_DIR=...] [SOURCE_DIR=...]"; exit 2; }
+ifneq ($(filter $(DATASET),mnist fashion_mnist),)
+	$(PY) -m noisesnn_jax prepare $(DATASET) --data-dir=$(DATA_DIR) --source-dir=$(SOURCE_DIR)
+else
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[prepare]'
 	$(VENV)/bin/tfds build $(DATASET) --data_dir=$(DATA_DIR) --file_format=array_record
+endif
 
 ## ImageNet from the two ILSVRC2012 tars (TFDS cannot download them):
 ##   make prepare-imagenet MANUAL_DIR=<folder with ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar> [DATA_DIR=...]

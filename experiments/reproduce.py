@@ -108,7 +108,7 @@ def interleaved_epoch_cost(args, ds, repeats: int = 7) -> dict:
             run()
             times[k].append(time.perf_counter() - t0)
     cfg = _config(args.config, args.extra)
-    spe = len(ds.x_train) // cfg.train.batch_size
+    spe = ds.num_train // cfg.train.batch_size
     return {"epoch_seconds": {k: statistics.median(v) * spe for k, v in times.items()},
             "train_step_temp_mib": mem, "repeats": repeats, "steps_per_epoch": spe}
 

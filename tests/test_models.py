@@ -167,3 +167,30 @@ def test_bfloat16_compute_keeps_float32_parameters():
     assert np.isfinite(float(metrics["loss"]))
     assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(new.params))
     assert model.apply({"params": new.params, "batch_stats": new.batch_stats}, x, timesteps=4).dtype == jnp.float32
+
+
+@pytest.mark.parametrize("name", ["cnn-avg", "resnet-basic", "mlp-learned"])
+def test_step_logits_prefix_is_the_shorter_run(name):
+    """The mean of the first t per-step readouts equals the output of the network run for T=t, and
+    the accuracy curve from one long run equals evaluating each T separately."""
+    model, shape = MODELS[name]
+    x = jax.random.normal(jax.random.key(3), (12,) + shape[1:]) * 2.0
+    variables = _trained_like(model, x[:6])
+    steps = convert.step_logits(model, variables, x, 6)
+    assert steps.shape == (6, 12, model.num_classes)
+    for t in (1, 2, 3, 6):
+        direct = model.apply(variables, x, timesteps=t) if t > 1 else model.apply(variables, x, timesteps=1)
+        np.testing.assert_allclose(jnp.mean(steps[:t], 0), direct, rtol=1e-5, atol=1e-5)
+
+    class Tiny:  # the dataset interface accuracy_curve reads
+        num_test = 12
+        y = np.array(jnp.argmax(model.apply(variables, x, timesteps=3), -1))
+        y[::3] = (y[::3] + 1) % model.num_classes  # some wrong at T=3
+
+        def test_examples(self, idx):
+            return np.asarray(x)[idx], self.y[idx]
+
+    ds = Tiny()
+    curve = convert.accuracy_curve(model, variables, ds, (4, 1, 3, 6), batch_size=5)
+    expected = [convert.evaluate(model, variables, np.asarray(x), ds.y, T, 5)["accuracy"] for T in (4, 1, 3, 6)]
+    assert curve == expected

@@ -78,17 +78,19 @@ def test_augmentations():
     assert np.all(tfds_data.center_crop(flat, 8) == 77)
     assert np.all(tfds_data.random_resized_crop(flat, rng, 8) == 77)
     small = rng.integers(1, 255, size=(32, 32, 3), dtype=np.uint8)
-    outs = [tfds_data.pad_crop_flip(small, np.random.default_rng(s)) for s in range(20)]
-    assert all(o.shape == (32, 32, 3) for o in outs)
-    # every output is a shifted window of the zero-padded image, flipped or not; both occur
+    offsets, flips = tfds_data.crop_flip_draws(20, seed=0, step=0)
+    outs = tfds_data.pad_crop_flip(np.repeat(small[None], 20, 0), offsets, flips)
+    assert outs.shape == (20, 32, 32, 3)
+    # the same draws for the same (seed, step), others for another step
+    np.testing.assert_array_equal(tfds_data.crop_flip_draws(20, 0, 0)[0], offsets)
+    assert not np.array_equal(tfds_data.crop_flip_draws(20, 0, 1)[0], offsets)
+    # every output is the drawn window of the zero-padded image, flipped or not; both occur
     padded = np.pad(small, ((4, 4), (4, 4), (0, 0)))
-    windows = [padded[dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)]
     kinds = []
-    for o in outs:
-        plain = any(np.array_equal(o, w) for w in windows)
-        flipped = any(np.array_equal(o, w[:, ::-1]) for w in windows)
-        assert plain or flipped
-        kinds.append(flipped)
+    for o, (dy, dx), flip in zip(outs, offsets, flips):  # exactly the drawn window
+        w = padded[dy:dy + 32, dx:dx + 32]
+        np.testing.assert_array_equal(o, w[:, ::-1] if flip else w)
+        kinds.append(bool(flip))
     assert 0 < sum(kinds) < len(kinds)
 
 

@@ -1,7 +1,8 @@
-"""The ``noisesnn`` command: ``train`` and ``evaluate``.
+"""The ``noisesnn`` command: ``train``, ``evaluate`` and ``prepare``.
 
     noisesnn train --config experiments/configs/mnist5k.py --workdir runs/m [--config.x=y ...]
     noisesnn evaluate --workdir runs/m --timesteps 1,2,4,8,16,32 [--json out.json] [--plot out.png]
+    noisesnn prepare fashion_mnist [--source-dir DIR] [--data-dir DIR]
 
 A user's mistake (bad config value, unknown key, bad data, missing or corrupt checkpoint) ends
 with one line on stderr and exit code 2, no traceback.
@@ -141,6 +142,15 @@ def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _cmd_prepare(args: argparse.Namespace, extra: list[str]) -> int:
+    if extra:
+        raise NoiseSNNError(f"prepare takes no config overrides (got {extra[0]!r})")
+    from noisesnn_jax.tfds_data import prepare_idx
+    path = prepare_idx(args.dataset, args.data_dir, args.source_dir)
+    print(f"{args.dataset} is prepared in {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``noisesnn``."""
     p = argparse.ArgumentParser(prog="noisesnn", description=__doc__.split("\n")[0])
@@ -160,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", default=None,
                    help="where the TFDS dataset lives now (default: the training config's dataset.data_dir)")
     _add_distributed(e)
+    r = sub.add_parser("prepare", help="write mnist or fashion_mnist as a TFDS dataset from its four idx files "
+                                       "(no network, no TensorFlow)")
+    r.add_argument("dataset", choices=("mnist", "fashion_mnist"))
+    r.add_argument("--source-dir", default="",
+                   help="folder with the four .gz idx files (default for fashion_mnist: where Debian's "
+                        "dataset-fashion-mnist package installs them)")
+    r.add_argument("--data-dir", default="", help="TFDS data dir (default: $TFDS_DATA_DIR, else ~/tensorflow_datasets)")
     return p
 
 
@@ -176,9 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     try:
-        if args.command == "train":
-            return _cmd_train(args, extra)
-        return _cmd_evaluate(args, extra)
+        commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "prepare": _cmd_prepare}
+        return commands[args.command](args, extra)
     except (NoiseSNNError, FloatingPointError) as e:
         print(f"noisesnn {args.command}: error: {e}", file=sys.stderr)
         return 2

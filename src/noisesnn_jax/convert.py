@@ -12,6 +12,7 @@ after which the bias is injected as current at every time step.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -76,6 +77,44 @@ def predict(model: Any, variables: Variables, images: Array,
     """
     logits, rates = _predict(model, variables, jnp.asarray(images), int(timesteps))
     return logits, flatten_rates(rates)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _step_logits(model: Any, variables: Variables, images: Array, timesteps: int) -> Array:
+    from noisesnn_jax.layers import READOUT_COLLECTION
+    variables = {k: v for k, v in variables.items() if k != READOUT_COLLECTION}  # e.g. sown by init
+    _, state = model.apply(variables, images, timesteps=timesteps, mutable=[READOUT_COLLECTION])
+    return state[READOUT_COLLECTION]["step_logits"][0]
+
+
+def step_logits(model: Any, variables: Variables, images: Array, timesteps: int) -> Array:
+    """The readout of every time step of a multi-step run: ``images [B, ...] -> [T, B, K]``.
+
+    The mean of the first ``t`` rows is the output of the same network run for ``T = t`` steps
+    (see :func:`noisesnn_jax.layers.average_readout`). Jitted once per ``(model, T, shape)``.
+    """
+    return _step_logits(model, variables, jnp.asarray(images), int(timesteps))
+
+
+def accuracy_curve(model: Any, variables: Variables, ds: Any, timesteps: Sequence[int],
+                   batch_size: int = 500, max_rows: int = 8192) -> list[float]:
+    """Test accuracy at every ``T`` in ``timesteps`` from one multi-step run of ``max(timesteps)``
+    steps over ``ds.test_examples``: the prediction at ``T = t`` is the argmax of the first ``t``
+    steps' summed logits. ``T = 1`` here is the multi-step network run for one step, which for the
+    IF neuron is the deterministic T=1 network. Costs one run of the longest ``T`` instead of one
+    run per ``T``."""
+    ts = np.asarray(sorted(set(int(t) for t in timesteps)))
+    if ts[0] < 1:
+        raise ValueError(f"timesteps={list(timesteps)} is invalid; use integers >= 1")
+    longest = int(ts[-1])
+    bs = max(1, min(batch_size, max_rows // longest))
+    correct = np.zeros(len(ts), np.int64)
+    for start in range(0, ds.num_test, bs):
+        xb, yb = ds.test_examples(np.arange(start, min(ds.num_test, start + bs)))
+        prefix = jnp.cumsum(step_logits(model, variables, xb, longest), axis=0)[ts - 1]  # [len(ts), B, K]
+        correct += np.asarray(jnp.sum(jnp.argmax(prefix, -1) == jnp.asarray(yb), axis=-1))
+    by_t = dict(zip(ts.tolist(), (correct / ds.num_test).tolist()))
+    return [by_t[int(t)] for t in timesteps]
 
 
 def flatten_rates(tree: Any) -> dict[str, float]:

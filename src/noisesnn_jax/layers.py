@@ -39,6 +39,22 @@ def time_average(x: Array, timesteps: int) -> Array:
     return to_time_major(x, timesteps).mean(axis=0)
 
 
+READOUT_COLLECTION = "readout"
+
+
+def average_readout(module: nn.Module, logits: Array, timesteps: int) -> Array:
+    """The network's output: readout logits averaged over time, ``[T*B, K] -> [B, K]``.
+
+    The per-step logits ``[T, B, K]`` are sown into the ``readout`` collection (``step_logits``),
+    so a caller that asks for it (``mutable=["readout"]``) gets the prediction after every prefix
+    of the run from one pass: the mean of the first ``t`` steps is exactly the output of the same
+    network run for ``T = t`` steps (the dynamics are causal and start from the same state).
+    """
+    steps = to_time_major(logits, timesteps)
+    module.sow(READOUT_COLLECTION, "step_logits", steps)
+    return steps.mean(axis=0) if timesteps > 1 else logits
+
+
 class SpikingNeuron(nn.Module):
     """IF/LIF spiking layer: noisy single step at T=1, deterministic dynamics at T=N.
 

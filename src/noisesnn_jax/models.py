@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from noisesnn_jax.layers import ACTIVATION_KINDS, Activation, time_average
+from noisesnn_jax.layers import ACTIVATION_KINDS, Activation, average_readout
 from noisesnn_jax.neurons import Neuron
 from noisesnn_jax.spikes import Noise
 
@@ -113,7 +113,7 @@ class MLP(_SNNBase):
             x = self._block(x, i, width, False, train, T, not expanded, sample_noise, stateful)
             expanded = expanded or T > 1
         logits = nn.Dense(self.num_classes, dtype=self.dtype, name="readout")(x)
-        return time_average(logits, T if expanded else 1).astype(jnp.float32)
+        return average_readout(self, logits, T if expanded else 1).astype(jnp.float32)
 
 
 class CNN(_SNNBase):
@@ -146,7 +146,7 @@ class CNN(_SNNBase):
                 x = pool(x, (2, 2), strides=(2, 2))
         x = x.reshape((x.shape[0], -1))
         logits = nn.Dense(self.num_classes, dtype=self.dtype, name="readout")(x)
-        return time_average(logits, T if expanded else 1).astype(jnp.float32)
+        return average_readout(self, logits, T if expanded else 1).astype(jnp.float32)
 
 
 def _residual_fn(mdl: _SNNBase, x: Array, name: str, width: int, stride: int, bottleneck: bool,
@@ -193,7 +193,7 @@ class VGG(_SNNBase):
         x = x.reshape((x.shape[0], -1))
         x = self._block(x, i, self.hidden, False, train, T, not expanded, sample_noise, stateful)
         logits = nn.Dense(self.num_classes, dtype=self.dtype, name="readout")(x)
-        return time_average(logits, T).astype(jnp.float32)
+        return average_readout(self, logits, T).astype(jnp.float32)
 
 
 class ResNet(_SNNBase):
@@ -231,7 +231,7 @@ class ResNet(_SNNBase):
                 x = fn(self, x, f"s{s}b{b}", w, stride, self.bottleneck, train, T, sample_noise, stateful)
         x = jnp.mean(x, axis=(1, 2))
         logits = nn.Dense(self.num_classes, dtype=self.dtype, name="readout")(x)
-        return time_average(logits, T).astype(jnp.float32)
+        return average_readout(self, logits, T).astype(jnp.float32)
 
 
 def vgg11(**kw) -> VGG:

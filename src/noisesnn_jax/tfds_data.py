@@ -11,23 +11,33 @@ Augmentation is numpy/PIL and deterministic: example ``j`` of the batch of globa
 augmented with ``numpy.random.default_rng([seed, k, j])``, so a resumed run, and a run on any
 number of processes, sees the same images.
 
-- CIFAR: zero-pad 4 pixels, random 32x32 crop, horizontal flip; evaluation uses the image as is.
+- CIFAR and Fashion-MNIST: zero-pad 4 pixels, random crop back to the image size, horizontal
+  flip; evaluation uses the image as is.
 - ImageNet: random-resized crop (area 8%..100%, aspect ratio 3/4..4/3, 10 tries then a center
   crop) to ``image_size`` and horizontal flip; evaluation resizes the shorter side to
   ``image_size / 0.875`` and takes the center ``image_size`` crop.
-- MNIST, Fashion-MNIST: no augmentation.
+- MNIST: no augmentation (a flipped digit is another digit).
 
-Preparing a dataset (download, or for ImageNet the two ILSVRC2012 tars) needs TensorFlow: the
-``prepare`` extra and ``make prepare DATASET=...`` / ``make prepare-imagenet MANUAL_DIR=...``.
+Small datasets (MNIST, Fashion-MNIST, CIFAR) are decoded once into memory (uint8) on first use,
+so an epoch costs augmentation only, not a PNG decode per image.
+
+Preparing. ``mnist`` and ``fashion_mnist`` are written from their four original idx files with no
+network and no TensorFlow (:func:`prepare_idx`, ``make prepare DATASET=fashion_mnist``; Debian's
+``dataset-fashion-mnist`` package installs the files). Other datasets are downloaded (or, for
+ImageNet, read from the two ILSVRC2012 tars) by TFDS, which needs TensorFlow: the ``prepare`` extra
+and ``make prepare DATASET=...`` / ``make prepare-imagenet MANUAL_DIR=...``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import gzip
 import io
 import math
 import os
+import threading
+import zlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -47,14 +57,17 @@ class Spec:
     channels: int
     mean: tuple[float, ...]  # per channel, of images scaled to [0, 1]
     std: tuple[float, ...]
-    augment: str  # "cifar", "imagenet" or "none"
+    augment: str  # "pad_crop_flip", "imagenet" or "none"
+    in_memory: bool = False  # decode the whole split once, keep it as uint8
 
 
 SPECS: dict[str, Spec] = {
-    "cifar10": Spec("train", "test", 10, 32, 3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "cifar"),
-    "cifar100": Spec("train", "test", 100, 32, 3, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar"),
-    "mnist": Spec("train", "test", 10, 28, 1, (0.1307,), (0.3081,), "none"),
-    "fashion_mnist": Spec("train", "test", 10, 28, 1, (0.2860,), (0.3530,), "none"),
+    "cifar10": Spec("train", "test", 10, 32, 3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+                    "pad_crop_flip", True),
+    "cifar100": Spec("train", "test", 100, 32, 3, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+                     "pad_crop_flip", True),
+    "mnist": Spec("train", "test", 10, 28, 1, (0.1307,), (0.3081,), "none", True),
+    "fashion_mnist": Spec("train", "test", 10, 28, 1, (0.2860,), (0.3530,), "pad_crop_flip", True),
     "imagenet2012": Spec("train", "validation", 1000, 224, 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
                          "imagenet"),
 }
@@ -117,13 +130,68 @@ def center_crop(img: np.ndarray, size: int, fraction: float = EVAL_CROP_FRACTION
     return _resize_box(img, (x0, y0, x0 + side, y0 + side), size)
 
 
-def pad_crop_flip(img: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
-    """CIFAR augmentation: zero-pad ``pad`` pixels, random crop back to size, flip half the time."""
-    h, w = img.shape[:2]
-    padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)))
-    dy, dx = (int(v) for v in rng.integers(0, 2 * pad + 1, size=2))
-    out = padded[dy:dy + h, dx:dx + w]
-    return out[:, ::-1] if rng.random() < 0.5 else out
+def crop_flip_draws(batch_size: int, seed: int, step: int, pad: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """The random crop offsets ``[B, 2]`` (in ``0..2*pad``) and flips ``[B]`` of global step ``step``,
+    drawn for the whole global batch so every process slices the same draws."""
+    rng = np.random.default_rng([seed, step])
+    return rng.integers(0, 2 * pad + 1, size=(batch_size, 2)), rng.random(batch_size) < 0.5
+
+
+def pad_crop_flip(images: np.ndarray, offsets: np.ndarray, flips: np.ndarray, pad: int = 4) -> np.ndarray:
+    """CIFAR-style augmentation of a batch ``[N, H, W, C]``: zero-pad ``pad`` pixels, crop back to
+    ``H x W`` at ``offsets [N, 2]`` (rows, columns into the padded image), mirror where ``flips [N]``."""
+    n, h, w = images.shape[:3]
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    ys = offsets[:, :1] + np.arange(h)
+    xs = offsets[:, 1:] + np.arange(w)
+    xs = np.where(flips[:, None], xs[:, ::-1], xs)
+    return padded[np.arange(n)[:, None, None], ys[:, :, None], xs[:, None, :]]
+
+
+class _Decoded:
+    """A data source decoded once into memory: ``images [N, H, W, C]`` uint8 and ``labels [N]``.
+
+    Decoding happens on the first call of :meth:`arrays`, ``chunk`` examples at a time.
+    """
+
+    def __init__(self, source, chunk: int = 4096) -> None:
+        self._source, self._chunk = source, chunk
+        self._images: np.ndarray | None = None
+        self._labels: np.ndarray | None = None
+        self._lock = threading.Lock()  # the loader's threads ask at once; one decodes
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def arrays(self, name: str, channels: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(images, labels)`` of the whole split, decoded and checked on the first call."""
+        with self._lock:
+            if self._images is None:
+                self._images, self._labels = self._decode(name, channels)
+        return self._images, self._labels
+
+    def _decode(self, name: str, channels: int) -> tuple[np.ndarray, np.ndarray]:
+        n, images, labels = len(self._source), [], []
+        for start in range(0, n, self._chunk):
+            try:
+                examples = self._source.__getitems__(list(range(start, min(n, start + self._chunk))))
+            except Exception as e:  # truncated file, bad record, undecodable image
+                raise DataError(f"dataset {name!r}: examples {start}..{min(n, start + self._chunk) - 1} cannot be "
+                                f"read ({type(e).__name__}: {str(e)[:200]}); the prepared files are damaged, "
+                                f"prepare the dataset again") from None
+            images += [np.asarray(ex["image"]) for ex in examples]
+            labels += [int(ex["label"]) for ex in examples]
+        kinds = {(im.dtype, im.shape) for im in images}
+        if len(kinds) != 1 or images[0].dtype != np.uint8 or images[0].ndim != 3 or images[0].shape[-1] != channels:
+            raise DataError(f"dataset {name!r}: images are {sorted(map(str, kinds))[:3]}, expected uint8 images of "
+                            f"one shape with {channels} channels; prepare it again")
+        return np.stack(images), np.asarray(labels, np.int32)
+
+
+def _check_indices(name: str, indices: np.ndarray, size: int) -> None:
+    if len(indices) and (int(np.min(indices)) < 0 or int(np.max(indices)) >= size):
+        raise IndexError(f"dataset {name!r}: indices must be in [0, {size}), "
+                         f"got {int(np.min(indices))}..{int(np.max(indices))}")
 
 
 class TFDSDataset:
@@ -139,6 +207,8 @@ class TFDSDataset:
         self.image_size = int(image_size) or spec.image_size
         self.mean = np.asarray(spec.mean, np.float32)
         self.std = np.asarray(spec.std, np.float32)
+        if spec.in_memory:
+            train_source, test_source = _Decoded(train_source), _Decoded(test_source)
         self._train, self._test = train_source, test_source
         self.workers = int(workers) or min(16, os.cpu_count() or 1)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -157,25 +227,24 @@ class TFDSDataset:
 
     # --------------------------------------------------------------------------- transforms
 
-    def _finish(self, img: np.ndarray) -> np.ndarray:
+    def _resized(self, img: np.ndarray) -> np.ndarray:
         if img.shape[:2] != (self.image_size, self.image_size):
             img = _resize_box(img, (0, 0, img.shape[1], img.shape[0]), self.image_size)
+        return img
+
+    def _standardize(self, img: np.ndarray) -> np.ndarray:
         return (img.astype(np.float32) / 255.0 - self.mean) / self.std
 
-    def train_transform(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Augmented, standardized training image ``[S, S, C]`` float32."""
-        if self.spec.augment == "imagenet":
-            img = random_resized_crop(img, rng, self.image_size)
-            img = img[:, ::-1] if rng.random() < 0.5 else img
-        elif self.spec.augment == "cifar":
-            img = pad_crop_flip(img, rng)
-        return self._finish(img)
+    def imagenet_train_transform(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Random-resized crop and flip, standardized: ``[S, S, C]`` float32."""
+        img = random_resized_crop(img, rng, self.image_size)
+        return self._standardize(img[:, ::-1] if rng.random() < 0.5 else img)
 
     def eval_transform(self, img: np.ndarray) -> np.ndarray:
         """Standardized evaluation image ``[S, S, C]`` float32 (ImageNet: resize + center crop)."""
         if self.spec.augment == "imagenet":
-            img = center_crop(img, self.image_size)
-        return self._finish(img)
+            return self._standardize(center_crop(img, self.image_size))
+        return self._standardize(self._resized(img))
 
     # --------------------------------------------------------------------------- batches
 
@@ -183,20 +252,35 @@ class TFDSDataset:
                     rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``rows`` of the augmented training batch of global step ``step``."""
         idx = batch_indices(self.num_train, batch_size, seed, step)
-        positions = np.arange(len(idx))[rows]
-        return self._load(self._train, idx[rows], lambda img, j: self.train_transform(
-            img, np.random.default_rng([seed, step, int(positions[j])])))
+        if self.spec.augment == "imagenet":  # per example: the crop's draws vary in number
+            positions = np.arange(len(idx))[rows]
+            return self._load(self._train, idx[rows], lambda img, j: self.imagenet_train_transform(
+                img, np.random.default_rng([seed, step, int(positions[j])])))
+        x, y = self._pixels(self._train, idx[rows])
+        if self.spec.augment == "pad_crop_flip":
+            offsets, flips = crop_flip_draws(len(idx), seed, step)
+            x = pad_crop_flip(x, offsets[rows], flips[rows])
+        return self._standardize(x), y
 
     def test_examples(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Evaluation images and labels of the test split at ``indices``."""
-        return self._load(self._test, np.asarray(indices), lambda img, j: self.eval_transform(img))
+        if self.spec.augment == "imagenet":
+            return self._load(self._test, np.asarray(indices), lambda img, j: self.eval_transform(img))
+        x, y = self._pixels(self._test, np.asarray(indices))
+        return self._standardize(x), y
+
+    def _pixels(self, source, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Unstandardized images ``[N, S, S, C]`` (float32 pixel values) and labels at ``indices``."""
+        if isinstance(source, _Decoded) and self.image_size == self.spec.image_size:
+            _check_indices(self.name, indices, len(source))
+            images, labels = source.arrays(self.name, self.spec.channels)
+            return images[indices].astype(np.float32), labels[indices].astype(np.int32)
+        return self._load(source, indices, lambda img, j: self._resized(img))
 
     def _load(self, source, indices: np.ndarray,
               transform: Callable[[np.ndarray, int], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         n = len(indices)
-        if n and (int(np.min(indices)) < 0 or int(np.max(indices)) >= len(source)):
-            raise IndexError(f"dataset {self.name!r}: indices must be in [0, {len(source)}), "
-                             f"got {int(np.min(indices))}..{int(np.max(indices))}")
+        _check_indices(self.name, indices, len(source))
         x = np.empty((n,) + self.input_shape, np.float32)
         y = np.empty((n,), np.int32)
 
@@ -281,32 +365,121 @@ def load_tfds(name: str, data_dir: str = "", image_size: int = 0, workers: int =
     return TFDSDataset(name, spec, sources[0], sources[1], image_size=image_size, workers=workers)
 
 
-def write_imagenet_layout(data_dir: str, train: Sequence[tuple[bytes, int]],
-                          validation: Sequence[tuple[bytes, int]]) -> str:
-    """Write ``(jpeg_bytes, label)`` examples as a prepared ``imagenet2012`` under ``data_dir``.
+def write_layout(name: str, data_dir: str, splits: dict[str, Sequence[dict]]) -> str:
+    """Write examples as the prepared TFDS dataset ``name`` (ArrayRecord) under ``data_dir``.
 
-    ImageNet's own TFDS builder (its features, version and file names) is fed these examples
-    instead of the ILSVRC2012 tars and writes ArrayRecord files: the layout that
-    ``make prepare-imagenet`` produces, so the data pipeline, a launch or a benchmark can run
-    end to end without the real dataset. Needs ``tensorflow-datasets`` (not TensorFlow). Returns
-    the dataset's version folder.
+    The dataset's own TFDS builder (its features, version, split names and file names) is fed
+    ``splits`` (``{split: [example dict]}``, images as encoded PNG/JPEG bytes) instead of its
+    download, so the result reads exactly like an online build. Needs ``tensorflow-datasets``, not
+    TensorFlow. TFDS writes into a temporary folder and renames it when complete, so an
+    interrupted write leaves nothing that looks prepared. Returns the dataset's version folder.
     """
     import tensorflow_datasets as tfds
 
-    splits = {"train": train, "validation": validation}
-
-    class _Given(tfds.builder_cls("imagenet2012"), skip_registration=True):
-        name = "imagenet2012"
-
+    class _Given(tfds.builder_cls(name), skip_registration=True):
         def _split_generators(self, dl_manager):
             return {split: self._examples(split) for split in splits}
 
         def _examples(self, split):
-            for i, (jpeg, label) in enumerate(splits[split]):
-                yield f"{split}-{i}", {"image": io.BytesIO(jpeg), "label": int(label),
-                                       "file_name": f"{split}_{i:08d}.JPEG"}
+            for i, example in enumerate(splits[split]):
+                yield f"{split}-{i}", {k: io.BytesIO(v) if isinstance(v, bytes) else v for k, v in example.items()}
 
+    _Given.name = name
     builder = _Given(data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=os.path.join(data_dir, "manual")))
     return os.fspath(builder.data_dir)
+
+
+def write_imagenet_layout(data_dir: str, train: Sequence[tuple[bytes, int]],
+                          validation: Sequence[tuple[bytes, int]]) -> str:
+    """Write ``(jpeg_bytes, label)`` examples as a prepared ``imagenet2012`` under ``data_dir``:
+    the layout ``make prepare-imagenet`` produces, so the data pipeline, a launch or a benchmark
+    can run end to end without the real dataset (see :func:`write_layout`)."""
+    return write_layout("imagenet2012", data_dir, {
+        split: [{"image": jpeg, "label": int(label), "file_name": f"{split}_{i:08d}.JPEG"}
+                for i, (jpeg, label) in enumerate(examples)]
+        for split, examples in (("train", train), ("validation", validation))})
+
+
+# ----------------------------------------------------------------------------- idx files (MNIST family)
+
+IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+             "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+IDX_COUNTS = {"train": 60_000, "test": 10_000}
+IDX_DATASETS = ("mnist", "fashion_mnist")
+# Where Debian's ``dataset-fashion-mnist`` package installs the four files.
+DEBIAN_SOURCE = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}
+IDX_HOWTO = {"fashion_mnist": "install Debian's package (apt-get install dataset-fashion-mnist) or download the "
+                              "four files from the Fashion-MNIST repository (github.com/zalandoresearch/fashion-mnist)",
+             "mnist": "download the four files of the MNIST database"}
+
+
+def read_idx(path: str, images: bool) -> np.ndarray:
+    """One gzipped idx file: images ``[N, 28, 28]`` uint8 (magic 2051) or labels ``[N]`` (magic 2049).
+
+    A file that is missing, not gzip, truncated or of the wrong kind is a :class:`DataError`.
+    """
+    magic, dims = (2051, 3) if images else (2049, 1)
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path} cannot be read as a gzipped idx file ({type(e).__name__}: {e}); "
+                        f"the file is damaged, get it again") from None
+    header = 4 * (1 + dims)
+    if len(raw) < header or int.from_bytes(raw[:4], "big") != magic:
+        raise DataError(f"{path} is not an idx {'image' if images else 'label'} file (magic number "
+                        f"{int.from_bytes(raw[:4], 'big') if len(raw) >= 4 else 'missing'}, expected {magic})")
+    shape = tuple(int.from_bytes(raw[4 * (1 + i):4 * (2 + i)], "big") for i in range(dims))
+    if len(raw) - header != int(np.prod(shape)):
+        raise DataError(f"{path} holds {len(raw) - header} bytes of data, its header says {shape} "
+                        f"({int(np.prod(shape))} bytes): the file is truncated or damaged, get it again")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+
+
+def read_idx_dataset(name: str, source_dir: str = "") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The four original files of ``mnist`` or ``fashion_mnist`` from ``source_dir`` (default: where
+    Debian's package puts them): ``{"train": (images, labels), "test": (images, labels)}``."""
+    if name not in IDX_DATASETS:
+        raise DataError(f"dataset {name!r} is not prepared from idx files; that is {list(IDX_DATASETS)}")
+    source_dir = source_dir or DEBIAN_SOURCE.get(name, "")
+    files = [os.path.join(source_dir, f) for pair in IDX_FILES.values() for f in pair]
+    missing = [os.path.basename(f) for f in files if not os.path.isfile(f)]
+    if not source_dir or missing:
+        raise DataError(f"dataset {name!r}: {', '.join(missing) or 'the four idx files'} not found in "
+                        f"{source_dir or '(no folder given)'}; {IDX_HOWTO[name]}, then give the folder with "
+                        f"SOURCE_DIR=... (make) or --source-dir (noisesnn prepare)")
+    out = {}
+    for split, (img_file, lbl_file) in IDX_FILES.items():
+        x = read_idx(os.path.join(source_dir, img_file), images=True)
+        y = read_idx(os.path.join(source_dir, lbl_file), images=False)
+        if len(x) != len(y) or x.shape[1:] != (28, 28) or (y.size and int(y.max()) >= 10):
+            raise DataError(f"dataset {name!r} split {split!r}: {len(x)} images of {x.shape[1:]} and {len(y)} "
+                            f"labels (max {int(y.max()) if y.size else '-'}); expected 28x28 images, one label "
+                            f"0..9 each: the files do not belong together, get them again")
+        out[split] = (x[..., None], y)
+    return out
+
+
+def prepare_idx(name: str, data_dir: str = "", source_dir: str = "") -> str:
+    """Prepare ``mnist`` or ``fashion_mnist`` from its four idx files, with no network and no TensorFlow.
+
+    Writes TFDS's own dataset (the builder's features, splits and version; ArrayRecord) under
+    ``data_dir``, so :func:`load_tfds` and every config that names it read it like an online
+    build. The files are read and checked in full before anything is written. Returns the
+    dataset's version folder; an already prepared dataset is left as it is.
+    """
+    from PIL import Image
+
+    data_dir = resolve_data_dir(data_dir)
+    arrays = read_idx_dataset(name, source_dir)
+
+    def png(img: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(img[..., 0]).save(buf, format="PNG")
+        return buf.getvalue()
+
+    return write_layout(name, data_dir, {split: [{"image": png(img), "label": int(label)} for img, label in zip(x, y)]
+                                         for split, (x, y) in arrays.items()})
+
