@@ -21,21 +21,19 @@ import datetime
 import functools
 import importlib.util
 import json
-import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from noisesnn_jax import convert
+from noisesnn_jax import convert, timing
 from noisesnn_jax.models import CNN
 from noisesnn_jax.neurons import Neuron
 from noisesnn_jax.spikes import Noise
-from noisesnn_jax.train import TrainState, create_state, train_step
+from noisesnn_jax.state import TrainState, create_state
+from noisesnn_jax.train import train_step
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -63,33 +61,13 @@ def _train_case(model: CNN, batch: int, timesteps: int = 1) -> tuple[Callable[[]
 def _infer_case(model: CNN, batch: int, timesteps: int) -> Callable[[], None]:
     x = jnp.asarray(np.random.default_rng(0).normal(size=(batch, 28, 28, 1)), jnp.float32)
     v = model.init({"params": jax.random.key(0)}, x)
-    fm, fv = convert.fold_batchnorm(model, v)
+    fm, fv = convert.fold_batchnorm(model, v, x)
     fn = jax.jit(lambda v, x: fm.apply(v, x, timesteps=timesteps))
 
     def run() -> None:
         jax.block_until_ready(fn(fv, x))
 
     return run
-
-
-def measure(cases: dict[str, Callable[[], None]], repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per case, cases interleaved round-robin."""
-    for run in cases.values():
-        for _ in range(warmup):
-            run()
-    times: dict[str, list[float]] = {k: [] for k in cases}
-    for _ in range(repeats):
-        for k, run in cases.items():
-            t0 = time.perf_counter()
-            run()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
-def machine() -> str:
-    """One line: processor, cores, jax version and backend."""
-    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"jax {jax.__version__} ({jax.devices()[0].platform})")
 
 
 def _load_peers():
@@ -123,12 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         train_cases[f"BPTT T={T}"], temps[f"BPTT T={T}"] = _train_case(bptt, B, T)
         train_cases[f"BPTT T={T}, remat"], temps[f"BPTT T={T}, remat"] = _train_case(
             bptt.clone(remat=True), B, T)
-    train = measure(train_cases, args.repeats)
+    train = timing.measure(train_cases, args.repeats)
 
     # 2. the cost of time: T=N inference vs N x the T=1 forward
     print("measuring inference ...", file=sys.stderr)
     snn = CNN()
-    infer = measure({f"T={T}": _infer_case(snn, B, T) for T in (1, 4, 8, 16)}, args.repeats)
+    infer = timing.measure({f"T={T}": _infer_case(snn, B, T) for T in (1, 4, 8, 16)}, args.repeats)
 
     # 3. peers
     peers = {}
@@ -147,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     base = train["relu ANN"]
     result = {
-        "date": datetime.date.today().isoformat(), "machine": machine(), "batch": B,
+        "date": datetime.date.today().isoformat(), "machine": timing.machine(), "batch": B,
         "repeats": args.repeats, "command": "make bench",
         "train_step_ms": {k: 1e3 * v for k, v in train.items()},
         "train_ratio_to_ann": {k: v / base for k, v in train.items()},

@@ -37,10 +37,9 @@ import importlib.metadata
 import json
 import math
 import os
-import statistics
-import time
-from collections.abc import Callable
 from typing import Any
+
+from noisesnn_jax import timing
 
 PEERS = ("spikingjelly", "snntorch", "spyx")
 
@@ -94,18 +93,6 @@ def _version(name: str) -> str:
         return importlib.metadata.version(_DISTS[name])
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-
-def _median_time(run: Callable[[], Any], repeats: int, warmup: int) -> float:
-    """Median wall seconds of ``run()`` over ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -211,7 +198,7 @@ def _torch_bench(name: str, batch: int, timesteps: tuple[int, ...], train_timest
     net.eval()
     with torch.no_grad():
         for T in timesteps:
-            inference[T] = _median_time(lambda T=T: forward(x, T), repeats, warmup)
+            inference[T] = timing.measure({"case": lambda T=T: forward(x, T)}, repeats, warmup)["case"]
 
     def train_step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -220,7 +207,7 @@ def _torch_bench(name: str, batch: int, timesteps: tuple[int, ...], train_timest
         opt.step()
 
     net.train()
-    train = _median_time(train_step, repeats, warmup)
+    train = timing.measure({"case": train_step}, repeats, warmup)["case"]
     layout = ("multi-step m mode, stateless layers on [T*B] (SeqToANNContainer), IFNode(v_reset=None), ATan"
               if name == "spikingjelly" else
               "Python loop over T, snn.Leaky(beta=1, subtract) = IF, atan")
@@ -324,7 +311,7 @@ def _spyx_bench(batch: int, timesteps: tuple[int, ...], train_timesteps: int, re
     inference = {}
     for T in timesteps:
         fn = jax.jit(lambda state, x, T=T: nnx.merge(graphdef, state)(x, T))
-        inference[T] = _median_time(lambda fn=fn: jax.block_until_ready(fn(state, x)), repeats, warmup)
+        inference[T] = timing.measure({"case": lambda fn=fn: jax.block_until_ready(fn(state, x))}, repeats, warmup)["case"]
 
     model.train()
     graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
@@ -351,7 +338,7 @@ def _spyx_bench(batch: int, timesteps: tuple[int, ...], train_timesteps: int, re
         box["c"], loss = step(box["c"], x, y)
         jax.block_until_ready(loss)
 
-    train = _median_time(train_step, repeats, warmup)
+    train = timing.measure({"case": train_step}, repeats, warmup)["case"]
     note = (f"jax {jax.__version__} ({jax.devices()[0].platform}), jit; stateless layers on [T*B], "
             f"IF layers scanned by spyx.nn.run (lax.scan), arctan; spyx.nn.IF subclassed to fire on the "
             f"same step's input (spyx.nn.IF fires one step late); input [B,28,28,1] fed every step")

@@ -15,18 +15,17 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from noisesnn_jax import convert, parallel
+from noisesnn_jax import convert, evaluate, parallel, timing
 from noisesnn_jax.models import MODELS
-from noisesnn_jax.train import create_state, train_step, variables_of
+from noisesnn_jax.state import create_state, variables_of
+from noisesnn_jax.train import train_step
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,29 +54,19 @@ def main(argv: list[str] | None = None) -> int:
     y = parallel.global_batch(mesh, (np.arange(args.batch) % args.classes).astype(np.int32))
     key = jax.random.key(1)
 
-    def timed(fn, n):
-        fn()
-        fn()
-        out = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
-        return statistics.median(out)
-
     box = {"s": state}
 
     def train():
         box["s"], m = step(box["s"], x, y, key)
         jax.block_until_ready(m)
 
-    t_train = timed(train, args.repeats)
-    fm, fv = convert.fold_batchnorm(model, variables_of(box["s"]))
+    t_train = timing.measure({"case": train}, args.repeats)["case"]
+    fm, fv = convert.fold_batchnorm(model, variables_of(box["s"]), x)
     xe = rng.random((args.batch,) + shape, dtype=np.float32)
     ye = (np.arange(args.batch) % args.classes).astype(np.int32)
     eval_mesh = mesh if mesh.devices.size > 1 else None
-    t_eval = timed(lambda: convert.evaluate(fm, fv, xe, ye, args.timesteps, batch_size=args.batch,
-                                            mesh=eval_mesh), args.repeats)
+    t_eval = timing.measure({"case": lambda: evaluate.evaluate(fm, fv, xe, ye, args.timesteps, batch_size=args.batch,
+                                                                mesh=eval_mesh)}, args.repeats)["case"]
     stats = jax.devices()[0].memory_stats() or {}  # accelerators report it; the CPU does not
     peak = stats.get("peak_bytes_in_use")
     print(json.dumps({"peak_memory_mib": None if peak is None else round(peak / 2**20, 1),

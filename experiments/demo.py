@@ -15,16 +15,15 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 
-import jax
-
 from noisesnn_jax import config as config_lib
+from noisesnn_jax import timing
 from noisesnn_jax.cli import format_table, plot_accuracy
 from noisesnn_jax.errors import NoiseSNNError
-from noisesnn_jax.train import evaluate_run, train_and_evaluate
+from noisesnn_jax.evaluate import evaluate_run
+from noisesnn_jax.train import train_and_evaluate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VARIANTS = {
@@ -32,12 +31,6 @@ VARIANTS = {
     "no noise": ["--config.noise.kind=none"],
     "ReLU ANN": ["--config.model.activation=relu"],
 }
-
-
-def machine() -> str:
-    """A one-line description of this machine."""
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"jax {jax.__version__} on {jax.devices()[0].platform}")
 
 
 def lossless_check(result: dict, ann: dict | None) -> list[str]:
@@ -94,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(args.out, exist_ok=True)
     stamp = datetime.date.today().isoformat()
     header = (f"Test accuracy (%) of the converted network at each T, {results[0]['dataset']}, "
-              f"{results[0]['num_test']} test images. Measured {stamp} on {machine()} by "
+              f"{results[0]['num_test']} test images. Measured {stamp} on {timing.machine()} by "
               f"`{command}` ({time.perf_counter() - start:.0f} s in all, training included).")
     md = header + "\n\n" + table + "\n"
     for name, lines in checks.items():
@@ -103,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(args.out, f"{args.name}.md"), "w") as f:
         f.write(md)
     with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
-        json.dump({"date": stamp, "machine": machine(), "results": results}, f, indent=1)
+        json.dump({"date": stamp, "machine": timing.machine(), "results": results}, f, indent=1)
     plot_accuracy(results, os.path.join(args.out, f"{args.name}.png"), names,
                   title=f"{results[0]['dataset']}: accuracy after T=1 -> T=N conversion")
     print()

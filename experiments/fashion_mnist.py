@@ -16,7 +16,7 @@ Runs go in priority order (seed 0 of every method first) and each finished run l
 interrupted one from its last checkpoint (training checkpoints every 100 steps), so the table
 fills in over several sittings. After every run the tables are rewritten from all finished runs:
 ``fashion_mnist.{json,md,png}`` in ``--out``. Accuracy curves come from one run at the longest T
-(:func:`noisesnn_jax.convert.accuracy_curve`).
+(:func:`noisesnn_jax.evaluate.accuracy_curve`).
 
 ``--jobs N`` splits the runs over N processes (XLA keeps about 1.4 of 2 CPU cores busy with this
 small CNN, so two processes finish sooner). Epoch wall times then overlap with other runs; the
@@ -38,17 +38,13 @@ import sys
 import jax
 import numpy as np
 
+from noisesnn_jax import baselines, convert, evaluate
 from noisesnn_jax import config as config_lib
-from noisesnn_jax import convert
+from noisesnn_jax.checkpoint import load_run
+from noisesnn_jax.data import dataset_from_config
 from noisesnn_jax.errors import NoiseSNNError
-from noisesnn_jax.train import (
-    TrainingInterrupted,
-    create_state,
-    load_run,
-    make_optimizer,
-    train_and_evaluate,
-    train_step,
-)
+from noisesnn_jax.train import TrainingInterrupted, train_and_evaluate
+from reproduce import interleaved_epoch_cost, train_step_memory
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TIMESTEPS = (1, 2, 4, 8, 16, 32, 64)
@@ -89,23 +85,24 @@ def run_one(method: str, seed: int, args) -> dict:
     result = {"method": method, "label": label, "seed": seed, "epochs": len(epochs),
               "epoch_seconds": statistics.median([e["epoch_seconds"] for e in epochs[1:]] or
                                                  [epochs[0]["epoch_seconds"]]),
-              "train_step_temp_mib": train_step_memory(config, model, ds), "curves": {}}
+              "train_step_temp_mib": train_step_memory(config, ds, config.train.timesteps if method == "bptt4" else 1),
+              "curves": {}}
     curve = functools.partial(_curve, ds=ds, timesteps=args.timesteps)
     if method == "ann":
-        result["ann_accuracy"] = convert.evaluate_dataset(model, variables, ds)["accuracy"]
+        result["ann_accuracy"] = evaluate.evaluate_dataset(model, variables, ds)["accuracy"]
         batches = [ds.train_batch(config.train.batch_size, seed, i)[0] for i in range(config.convert.num_batches)]
         for pct, name in CONVERSIONS:
-            th = convert.activation_statistics(model, variables, batches, pct)
+            th = baselines.activation_statistics(model, variables, batches, pct)
             for v0, vname in ((0.0, "0"), (0.5, "theta/2")):
                 print(f"   evaluating conversion {name}, v0={vname}", flush=True)
-                result["curves"][f"conversion {name}, v0={vname}"] = curve(*convert.ann_to_snn(model, variables, th, v0))
+                result["curves"][f"conversion {name}, v0={vname}"] = curve(*baselines.ann_to_snn(model, variables, th, v0))
     elif method == "qcfs":
-        result["ann_accuracy"] = convert.evaluate_dataset(model, variables, ds)["accuracy"]
-        result["curves"][label] = curve(*convert.ann_to_snn(model, variables, None, 0.5))
+        result["ann_accuracy"] = evaluate.evaluate_dataset(model, variables, ds)["accuracy"]
+        result["curves"][label] = curve(*baselines.ann_to_snn(model, variables, None, 0.5))
     else:
-        result["t1_accuracy"] = convert.evaluate_dataset(model, variables, ds)["accuracy"]
+        result["t1_accuracy"] = evaluate.evaluate_dataset(model, variables, ds)["accuracy"]
         if method == "noisy":
-            result["t1_sampled_accuracy"] = convert.evaluate_dataset(
+            result["t1_sampled_accuracy"] = evaluate.evaluate_dataset(
                 model, variables, ds, sample_noise_key=jax.random.key(seed + 1))["accuracy"]
         print(f"   evaluating at T = {list(args.timesteps)}", flush=True)
         result["curves"][label] = curve(model, variables)
@@ -114,17 +111,8 @@ def run_one(method: str, seed: int, args) -> dict:
 
 
 def _curve(model, variables, ds, timesteps) -> list[float]:
-    return convert.accuracy_curve(*convert.fold_batchnorm(model, variables), ds, timesteps)
-
-
-def train_step_memory(config, model, ds) -> float:
-    """MiB of temporary buffers of the compiled train step (XLA's memory analysis)."""
-    state = create_state(model, make_optimizer(config, 10), ds.input_shape, jax.random.key(0))
-    xb, yb = ds.train_batch(config.train.batch_size, 0, 0)
-    T = config.train.timesteps if config.method == "bptt" else 1
-    fn = jax.jit(functools.partial(train_step, num_classes=ds.num_classes, timesteps=T))
-    mem = fn.lower(state, xb, yb, jax.random.key(0)).compile().memory_analysis()
-    return float(getattr(mem, "temp_size_in_bytes", 0)) / 2 ** 20 if mem is not None else float("nan")
+    folded = convert.fold_batchnorm(model, variables, ds.test_examples(np.arange(1))[0])
+    return evaluate.accuracy_curve(*folded, ds, timesteps)
 
 
 def finished_results(args, todo) -> list[dict]:
@@ -143,8 +131,6 @@ def training_cost(args) -> dict:
     side in this process (:func:`reproduce.interleaved_epoch_cost`), cached in ``cost.json``."""
     path = os.path.join(args.workdir, "cost.json")
     if not os.path.exists(path):
-        from noisesnn_jax.data import dataset_from_config
-        from reproduce import interleaved_epoch_cost
         print("== training cost: step times side by side", flush=True)
         ds = dataset_from_config(config_lib.load_config(args.config))
         cost = interleaved_epoch_cost(args, ds)

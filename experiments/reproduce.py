@@ -1,4 +1,4 @@
-"""Reproduce the method's claims (METHOD.md section 5) on mnist5k: ``make reproduce``.
+"""Reproduce the method's claims (docs/method.md section 5) on mnist5k: ``make reproduce``.
 
     python experiments/reproduce.py [--workdir runs/reproduce] [--out experiments/results] [--quick]
 
@@ -30,11 +30,13 @@ import time
 import jax
 import numpy as np
 
+from noisesnn_jax import baselines, convert, evaluate, timing
 from noisesnn_jax import config as config_lib
-from noisesnn_jax import convert
+from noisesnn_jax.checkpoint import load_run
 from noisesnn_jax.data import train_batch
 from noisesnn_jax.errors import NoiseSNNError
-from noisesnn_jax.train import build_model, create_state, load_run, make_optimizer, train_and_evaluate, train_step
+from noisesnn_jax.state import build_model, create_state, make_optimizer
+from noisesnn_jax.train import train_and_evaluate, train_step
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TIMESTEPS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -62,18 +64,17 @@ def _train(name: str, overrides: list[str], args) -> tuple[str, float]:
 
 
 def _curve(model, variables, ds, timesteps, bs=500) -> list[float]:
-    folded = convert.fold_batchnorm(model, variables)
-    return [convert.evaluate(*folded, ds.x_test, ds.y_test, T, bs)["accuracy"] for T in timesteps]
+    folded = convert.fold_batchnorm(model, variables, ds.x_test[:1])
+    return [evaluate.evaluate(*folded, ds.x_test, ds.y_test, T, bs)["accuracy"] for T in timesteps]
 
 
-def _train_step_memory(config, ds, timesteps: int) -> float:
+def train_step_memory(config, ds, timesteps: int) -> float:
     """MiB of temporary buffers of the compiled train step (XLA's memory analysis)."""
     model = build_model(config, ds.num_classes)
     state = create_state(model, make_optimizer(config, 10), ds.input_shape, jax.random.key(0))
     xb, yb = train_batch(ds, config.train.batch_size, 0, 0)
-    fn = jax.jit(functools.partial(train_step, num_classes=ds.num_classes, timesteps=timesteps))
-    mem = fn.lower(state, xb, yb, jax.random.key(0)).compile().memory_analysis()
-    return float(getattr(mem, "temp_size_in_bytes", 0)) / 2 ** 20 if mem is not None else float("nan")
+    step = functools.partial(train_step, num_classes=ds.num_classes, timesteps=timesteps)
+    return timing.compiled_temp_mib(step, state, xb, yb, jax.random.key(0))
 
 
 def interleaved_epoch_cost(args, ds, repeats: int = 7) -> dict:
@@ -89,27 +90,19 @@ def interleaved_epoch_cost(args, ds, repeats: int = 7) -> dict:
         model = build_model(cfg, ds.num_classes)
         state = create_state(model, optax.adam(1e-3), ds.input_shape, jax.random.key(0))
         xb, yb = train_batch(ds, cfg.train.batch_size, 0, 0)
-        fn = jax.jit(functools.partial(train_step, num_classes=ds.num_classes, timesteps=T), donate_argnums=0)
-        m = fn.lower(state, xb, yb, jax.random.key(0)).compile().memory_analysis()
-        mem[name] = float(getattr(m, "temp_size_in_bytes", 0)) / 2 ** 20 if m is not None else float("nan")
+        step = functools.partial(train_step, num_classes=ds.num_classes, timesteps=T)
+        mem[name] = timing.compiled_temp_mib(step, state, xb, yb, jax.random.key(0))
+        fn = jax.jit(step, donate_argnums=0)
         box = {"s": state}
 
         def run(fn=fn, box=box, xb=xb, yb=yb):
             box["s"], out = fn(box["s"], xb, yb, jax.random.key(0))
             jax.block_until_ready(out)
         runs[name] = run
-    times = {k: [] for k in runs}
-    for run in runs.values():
-        run()
-        run()
-    for _ in range(repeats):
-        for k, run in runs.items():
-            t0 = time.perf_counter()
-            run()
-            times[k].append(time.perf_counter() - t0)
+    median = timing.measure(runs, repeats)
     cfg = _config(args.config, args.extra)
     spe = ds.num_train // cfg.train.batch_size
-    return {"epoch_seconds": {k: statistics.median(v) * spe for k, v in times.items()},
+    return {"epoch_seconds": {k: v * spe for k, v in median.items()},
             "train_step_temp_mib": mem, "repeats": repeats, "steps_per_epoch": spe}
 
 
@@ -137,17 +130,17 @@ def main(argv: list[str] | None = None) -> int:
         args.extra = ["--config.train.epochs=1"] + args.extra
         args.seeds, args.ablation_epochs, timesteps = 1, 1, (1, 4, 16)
     start = time.perf_counter()
-    name = "reproduce_quick" if args.quick else "reproduce"
+    stem = "reproduce_quick" if args.quick else "reproduce"  # the results' file names
     if args.cost_only:
         from noisesnn_jax.data import load_dataset
-        path = os.path.join(args.out, f"{name}.json")
+        path = os.path.join(args.out, f"{stem}.json")
         with open(path) as f:
             results = json.load(f)
         results["train_cost"] = interleaved_epoch_cost(args, load_dataset("mnist5k"))
         with open(path, "w") as f:
             json.dump(results, f, indent=1)
         md = render(results, quick=args.quick)
-        with open(os.path.join(args.out, f"{name}.md"), "w") as f:
+        with open(os.path.join(args.out, f"{stem}.md"), "w") as f:
             f.write(md)
         print(md)
         return 0
@@ -168,20 +161,20 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("noisy (ours)", "BPTT T=4", "QCFS L=4"):
             config, model, variables, ds = load_run(workdirs[name], log=lambda m: None)
             if name.startswith("QCFS"):
-                extra["qcfs_ann_accuracy"] = convert.evaluate(model, variables, ds.x_test, ds.y_test)["accuracy"]
-                model, variables = convert.ann_to_snn(model, variables, None, 0.5)
+                extra["qcfs_ann_accuracy"] = evaluate.evaluate(model, variables, ds.x_test, ds.y_test)["accuracy"]
+                model, variables = baselines.ann_to_snn(model, variables, None, 0.5)
             print(f"   evaluating {name} at T = {list(timesteps)}", flush=True)
             curves[name] = _curve(model, variables, ds, timesteps)
         config, ann, ann_vars, ds = load_run(workdirs["ANN (ReLU)"], log=lambda m: None)
-        ann_acc = convert.evaluate(ann, ann_vars, ds.x_test, ds.y_test)["accuracy"]
+        ann_acc = evaluate.evaluate(ann, ann_vars, ds.x_test, ds.y_test)["accuracy"]
         batches = [train_batch(ds, config.train.batch_size, config.seed, i)[0]
                    for i in range(config.convert.num_batches)]
         for pct, label in ((99.9, "99.9%"), (100.0, "max")):
-            th = convert.activation_statistics(ann, ann_vars, batches, pct)
+            th = baselines.activation_statistics(ann, ann_vars, batches, pct)
             for v0, vlabel in ((0.0, "0"), (0.5, "theta/2")):
                 name = f"conversion {label}, v0={vlabel}"
                 print(f"   evaluating {name}", flush=True)
-                curves[name] = _curve(*convert.ann_to_snn(ann, ann_vars, th, v0), ds, timesteps)
+                curves[name] = _curve(*baselines.ann_to_snn(ann, ann_vars, th, v0), ds, timesteps)
         results["ann_accuracy"] = ann_acc
         results["accuracy"] = curves
         results.update(extra)
@@ -194,10 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         _, epoch_s["BPTT T=8"] = _train("bptt8", runs["BPTT T=4"][:1] + [
             "--config.train.timesteps=8", "--config.train.epochs=2"] + runs["BPTT T=4"][2:], args)
         base_cfg = _config(args.config, args.extra)
-        mem = {"noisy (ours)": _train_step_memory(base_cfg, ds, 1)}
+        mem = {"noisy (ours)": train_step_memory(base_cfg, ds, 1)}
         for T in (4, 8):
             cfg = _config(args.config, runs["BPTT T=4"] + args.extra)
-            mem[f"BPTT T={T}"] = _train_step_memory(cfg, ds, T)
+            mem[f"BPTT T={T}"] = train_step_memory(cfg, ds, T)
         results["epoch_seconds"] = {k: epoch_s[k] for k in ("noisy (ours)", "BPTT T=4", "BPTT T=8", "ANN (ReLU)")}
         results["train_step_temp_mib"] = mem
         print("== training cost, interleaved step timing", flush=True)
@@ -232,10 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results["seconds"] = round(time.perf_counter() - start)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, f"{name}.json"), "w") as f:
+    with open(os.path.join(args.out, f"{stem}.json"), "w") as f:
         json.dump(results, f, indent=1)
     md = render(results, quick=args.quick)
-    with open(os.path.join(args.out, f"{name}.md"), "w") as f:
+    with open(os.path.join(args.out, f"{stem}.md"), "w") as f:
         f.write(md)
     plot(results, args.out, "_quick" if args.quick else "")
     print(md)

@@ -101,7 +101,7 @@ class TrainProcesses:
     def assert_same_params(a: str, b: str, layers: tuple[str, ...], rtol: float = 1e-5, atol: float = 1e-6):
         import numpy as np
 
-        from noisesnn_jax.train import load_run
+        from noisesnn_jax.checkpoint import load_run
 
         pa = load_run(a, log=lambda m: None)[2]["params"]
         pb = load_run(b, log=lambda m: None)[2]["params"]

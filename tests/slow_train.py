@@ -16,14 +16,14 @@ import sys
 import time
 
 from noisesnn_jax import cli
-from noisesnn_jax.data import Dataset
+from noisesnn_jax.data import ArrayDataset
 
 STEP_SECONDS = 0.5
 
 
 def main(argv: list[str]) -> int:
     marker, from_step, args = argv[0], int(argv[1]), argv[2:]
-    plain = Dataset.train_batch
+    plain = ArrayDataset.train_batch
 
     def slow(self, batch_size, seed, step, rows=slice(None)):
         if step >= from_step:
@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
             time.sleep(STEP_SECONDS)
         return plain(self, batch_size, seed, step, rows)
 
-    Dataset.train_batch = slow
+    ArrayDataset.train_batch = slow
     return cli.main(args)
 
 

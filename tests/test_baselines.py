@@ -8,18 +8,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from noisesnn_jax import Neuron, Noise, convert, neurons
+from noisesnn_jax import Neuron, Noise, baselines, evaluate, neurons, ops
+from noisesnn_jax.evaluate import evaluate_run
 from noisesnn_jax.layers import QCFS, Activation
 from noisesnn_jax.models import CNN, MLP
-from noisesnn_jax.train import evaluate_run, train_and_evaluate
+from noisesnn_jax.train import train_and_evaluate
 
 
 def test_threshold_balancing_equals_numpy_percentile():
     ann = CNN(channels=(4, 8), pool_after=(0,), num_classes=3, activation="relu")
     xs = [np.random.default_rng(i).normal(size=(5, 8, 8, 1)).astype(np.float32) for i in range(3)]
     v = ann.init({"params": jax.random.key(0)}, jnp.asarray(xs[0]))
-    th = convert.activation_statistics(ann, v, xs, 99.9)
-    th_max = convert.activation_statistics(ann, v, xs, 100.0)
+    th = baselines.activation_statistics(ann, v, xs, 99.9)
+    th_max = baselines.activation_statistics(ann, v, xs, 100.0)
     # direct computation: the ReLU outputs, by hand
     p = v["params"]
 
@@ -46,8 +47,8 @@ def test_converted_relu_network_approaches_ann_with_t():
     ann = MLP(hidden=(32, 32), num_classes=4, activation="relu", batch_norm=False)
     x = jax.random.normal(jax.random.key(1), (64, 12))
     v = ann.init({"params": jax.random.key(2)}, x)
-    th = convert.activation_statistics(ann, v, [np.asarray(x)], 100.0)
-    snn, sv = convert.ann_to_snn(ann, v, th, v_init=0.5)
+    th = baselines.activation_statistics(ann, v, [np.asarray(x)], 100.0)
+    snn, sv = baselines.ann_to_snn(ann, v, th, v_init=0.5)
     ref = ann.apply(v, x)
     errs = [float(jnp.abs(snn.apply(sv, x, timesteps=T) - ref).mean()) for T in (4, 32, 256)]
     assert errs[2] < errs[0] and errs[2] < 0.05 * float(jnp.abs(ref).mean()) + 1e-3
@@ -73,9 +74,9 @@ def test_qcfs_model_converts():
     model = CNN(channels=(4, 8), pool_after=(0,), num_classes=3, activation="qcfs", qcfs_levels=4)
     x = jax.random.normal(jax.random.key(3), (4, 8, 8, 1))
     v = model.init({"params": jax.random.key(0)}, x)
-    snn, sv = convert.ann_to_snn(model, v, None, v_init=0.5)
+    snn, sv = baselines.ann_to_snn(model, v, None, v_init=0.5)
     assert snn.activation == "spike" and snn.noise.kind == "none" and snn.noise.mean == 0.5
-    logits, rates = convert.predict(snn, sv, x, 8)
+    logits, rates = evaluate.predict(snn, sv, x, 8)
     assert logits.shape == (4, 3) and set(rates) == {"act0", "act1"}
 
 
@@ -93,12 +94,12 @@ def test_connections_hand_count():
     conv = nn.Conv(5, (3, 3), padding="SAME")
     a = np.zeros((1, 3, 3, 1), np.float32)
     a[0, 0, 0, 0] = 1.0
-    assert float(convert.connections(conv, jnp.asarray(a))) == 4 * 5
+    assert float(ops.connections(conv, jnp.asarray(a))) == 4 * 5
     a[0, 1, 1, 0] = 0.5
-    assert float(convert.connections(conv, jnp.asarray(a))) == (4 + 9) * 5
-    assert float(convert.connections(conv, jnp.ones((1, 3, 3, 2)))) == (4 * 4 + 4 * 6 + 9) * 2 * 5
+    assert float(ops.connections(conv, jnp.asarray(a))) == (4 + 9) * 5
+    assert float(ops.connections(conv, jnp.ones((1, 3, 3, 2)))) == (4 * 4 + 4 * 6 + 9) * 2 * 5
     dense = nn.Dense(7)
-    assert float(convert.connections(dense, jnp.array([[0.0, 1.0, 2.0, 0.0]]))) == 2 * 7
+    assert float(ops.connections(dense, jnp.array([[0.0, 1.0, 2.0, 0.0]]))) == 2 * 7
 
 
 def test_count_ops_on_tiny_mlp_by_hand():
@@ -113,13 +114,13 @@ def test_count_ops_on_tiny_mlp_by_hand():
                         "bias": jnp.zeros(4)}
     v = {"params": params}
     T = 10
-    ops = convert.count_ops(model, v, x, T)
+    counts = ops.count_ops(model, v, x, T)
     # image 0: IF counts over 10 steps from v0 = 0: floor(10 * w) capped at 10 -> 2, 5, 7, 10 spikes
     # image 1: no input, no spikes. Per image: (2 + 5 + 7 + 10) * 2 / 2 images.
-    assert ops["first_layer_macs"] == 12
-    assert ops["layers"]["readout"]["sops"] == pytest.approx((2 + 5 + 7 + 10) * 2 / 2)
-    assert ops["ann_macs"] == 12 + 8
-    assert ops["snn_energy_uj"] == pytest.approx((4.6 * 12 + 0.9 * 24) * 1e-6)
+    assert counts["first_layer_macs"] == 12
+    assert counts["layers"]["readout"]["sops"] == pytest.approx((2 + 5 + 7 + 10) * 2 / 2)
+    assert counts["ann_macs"] == 12 + 8
+    assert counts["snn_energy_uj"] == pytest.approx((4.6 * 12 + 0.9 * 24) * 1e-6)
 
 
 @pytest.mark.parametrize("method", ["bptt", "convert", "qcfs"])

@@ -145,7 +145,7 @@ def test_fake_dataset_for_throughput_runs():
 
 
 def test_learning_rate_warmup_then_cosine():
-    from noisesnn_jax.train import learning_rate_schedule
+    from noisesnn_jax.state import learning_rate_schedule
 
     c = config_lib.get_config()
     c.train.learning_rate, c.train.epochs, c.train.warmup_epochs = 0.4, 10, 2.0

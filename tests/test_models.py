@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from noisesnn_jax import Neuron, Noise, convert
+from noisesnn_jax import Neuron, Noise, baselines, convert, evaluate
 from noisesnn_jax.layers import STATE_COLLECTION
 from noisesnn_jax.models import CNN, MLP, VGG, ResNet
 
@@ -81,7 +81,7 @@ def test_batchnorm_folding_is_exact(name):
     model, shape = MODELS[name]
     x = jax.random.normal(jax.random.key(8), shape) * 2.0
     v = _trained_like(model, x)
-    fm, fv = convert.fold_batchnorm(model, v)
+    fm, fv = convert.fold_batchnorm(model, v, x)
     assert fm.fold_bn and "batch_stats" not in fv
     assert not any(k.startswith("bn") for k in fv["params"])
     for T in (1, 6):
@@ -117,7 +117,7 @@ def test_predict_returns_rates_per_layer():
     model, shape = MODELS["cnn-avg"]
     x = jax.random.normal(jax.random.key(10), shape)
     v = _trained_like(model, x)
-    logits, rates = convert.predict(model, v, x, 4)
+    logits, rates = evaluate.predict(model, v, x, 4)
     assert logits.shape == (shape[0], 5)
     assert set(rates) == {"act0", "act1", "act2"}
     assert all(0.0 <= r <= 1.0 for r in rates.values())
@@ -144,11 +144,11 @@ def test_zoo_sizes_and_relu_conversion():
     ann = ResNet(stage_sizes=(1, 1), widths=(4, 8), num_classes=3, activation="relu")
     xs = np.asarray(jax.random.normal(jax.random.key(1), (4, 8, 8, 2)))
     va = ann.init({"params": jax.random.key(0)}, xs)
-    th = convert.activation_statistics(ann, va, [xs], 99.9)
+    th = baselines.activation_statistics(ann, va, [xs], 99.9)
     assert set(th) == {"act0", "acts0b0_a", "acts0b0_out", "acts1b0_a", "acts1b0_out"}
-    snn, sv = convert.ann_to_snn(ann, va, th, 0.5)
+    snn, sv = baselines.ann_to_snn(ann, va, th, 0.5)
     assert sv["params"]["acts1b0_out"]["neuron"]["threshold"].shape == (8,)
-    logits, rates = convert.predict(*convert.fold_batchnorm(snn, sv), xs, 4)
+    logits, rates = evaluate.predict(*convert.fold_batchnorm(snn, sv, xs), xs, 4)
     assert logits.shape == (4, 3) and len(rates) == 5
 
 
@@ -158,7 +158,8 @@ def test_bfloat16_compute_keeps_float32_parameters():
 
     import optax
 
-    from noisesnn_jax.train import create_state, train_step
+    from noisesnn_jax.state import create_state
+    from noisesnn_jax.train import train_step
     model = CNN(channels=(8, 8), pool_after=(0,), num_classes=3, dtype=jnp.bfloat16)
     state = create_state(model, optax.adam(1e-3), (8, 8, 1), jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (4, 8, 8, 1))
@@ -176,7 +177,7 @@ def test_step_logits_prefix_is_the_shorter_run(name):
     model, shape = MODELS[name]
     x = jax.random.normal(jax.random.key(3), (12,) + shape[1:]) * 2.0
     variables = _trained_like(model, x[:6])
-    steps = convert.step_logits(model, variables, x, 6)
+    steps = evaluate.step_logits(model, variables, x, 6)
     assert steps.shape == (6, 12, model.num_classes)
     for t in (1, 2, 3, 6):
         direct = model.apply(variables, x, timesteps=t) if t > 1 else model.apply(variables, x, timesteps=1)
@@ -191,6 +192,6 @@ def test_step_logits_prefix_is_the_shorter_run(name):
             return np.asarray(x)[idx], self.y[idx]
 
     ds = Tiny()
-    curve = convert.accuracy_curve(model, variables, ds, (4, 1, 3, 6), batch_size=5)
-    expected = [convert.evaluate(model, variables, np.asarray(x), ds.y, T, 5)["accuracy"] for T in (4, 1, 3, 6)]
+    curve = evaluate.accuracy_curve(model, variables, ds, (4, 1, 3, 6), batch_size=5)
+    expected = [evaluate.evaluate(model, variables, np.asarray(x), ds.y, T, 5)["accuracy"] for T in (4, 1, 3, 6)]
     assert curve == expected

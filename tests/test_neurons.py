@@ -18,7 +18,7 @@ def _away_from_boundary(values: np.ndarray, tol: float = 1e-3) -> np.ndarray:
 
 
 def test_if_subtract_closed_form():
-    """count = clip(floor((T*x + v0) / theta), 0, T) for constant x (METHOD.md section 1)."""
+    """count = clip(floor((T*x + v0) / theta), 0, T) for constant x (docs/method.md section 1)."""
     theta, v0 = 1.5, 0.6
     x = np.random.default_rng(0).uniform(-0.5 * theta, 1.5 * theta, 400).astype(np.float32)
     spikes, v_final = neurons.run_constant(Neuron(theta, v_init=v0), x, T)
@@ -79,7 +79,7 @@ def test_lif_subtract_tau_one_is_memoryless():
 
 @pytest.mark.parametrize("tau,reset", [(None, "subtract"), (None, "zero"), (3.0, "subtract"), (3.0, "zero")])
 def test_run_equals_python_loop(tau, reset):
-    """lax.scan equals the textbook loop of METHOD.md section 1 (float64 numpy)."""
+    """lax.scan equals the textbook loop of docs/method.md section 1 (float64 numpy)."""
     theta, v0 = 0.8, 0.1
     xs = np.random.default_rng(5).normal(0.3, 0.5, (T, 64)).astype(np.float32)
     spikes, v_final = neurons.run(Neuron(theta, tau=tau, reset=reset, v_init=v0), xs)

@@ -16,3 +16,5 @@ def test_readme_python_example_runs():
     assert scope["logits_t8"].shape == (4, 10)
     assert scope["train_logits"].shape == (4, 10)
     assert scope["spikes"].shape == (8, 3)
+    assert scope["per_step"].shape == (8, 4, 10)
+    assert scope["result"]["total"] == 4 and 0 <= scope["result"]["accuracy"] <= 1

@@ -118,7 +118,8 @@ def test_resnet18_trains_and_evaluates_at_t4_on_imagenet_layout(imagenet_dir, tm
     """One ResNet-18 (ImageNet stem) training step at 32x32 on the real pipeline, a checkpoint,
     then the evaluation command at T=1 and T=4 over the validation split."""
     from noisesnn_jax import config as config_lib
-    from noisesnn_jax.train import evaluate_run, train_and_evaluate
+    from noisesnn_jax.evaluate import evaluate_run
+    from noisesnn_jax.train import train_and_evaluate
 
     c = config_lib.load_config(os.path.join(os.path.dirname(__file__), "..", "experiments", "configs",
                                             "imagenet_resnet34.py"))

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from noisesnn_jax import cli
+from noisesnn_jax.checkpoint import load_run
 from noisesnn_jax.errors import CheckpointError
-from noisesnn_jax.train import load_run, train_and_evaluate
+from noisesnn_jax.train import train_and_evaluate
 
 
 def _params(workdir):
@@ -75,7 +76,7 @@ def test_refuses_to_resume_a_different_model(tiny_config, tmp_path):
 
 def test_resume_ignores_where_the_data_lives_but_not_what_it_is(tiny_config):
     from noisesnn_jax import config as config_lib
-    from noisesnn_jax.train import check_compatible
+    from noisesnn_jax.checkpoint import check_compatible
 
     saved = config_lib.from_json(config_lib.to_json(tiny_config))
     tiny_config.dataset.data_dir, tiny_config.dataset.workers = "/mnt/elsewhere", 8
@@ -176,3 +177,41 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path, train_processe
     assert cli.main(args + ["--workdir", b]) == 0
     for x, y in zip(jax.tree_util.tree_leaves(_params(a)), jax.tree_util.tree_leaves(_params(b))):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
+
+
+def test_logs_for_pods_and_a_changed_schedule_is_stated(tiny_config, tmp_path):
+    """A start-up summary, log_every_steps lines (steps/s, loss, ETA) through the plain log, and a
+    resume with more epochs says that the learning-rate schedule changed."""
+    w = str(tmp_path / "w")
+    tiny_config.train.log_every_steps = 20
+    lines: list[str] = []
+    train_and_evaluate(tiny_config, w, progress=False, log=lines.append)
+    assert "mlp (spike" in lines[0] and "digits (1,352 train / 445 test" in lines[0] and "global batch 32" in lines[0]
+    steps = [m for m in lines if m.startswith("step ")]
+    assert len(steps) == (2 * 1352 // 32) // 20 and all("steps/s" in m and "ETA" in m and "loss" in m for m in steps)
+    metrics = [json.loads(s) for s in open(os.path.join(w, "metrics.jsonl"))]
+    assert all(r["steps"] == 1352 // 32 for r in metrics)  # every step counted, not a sample
+    tiny_config.train.epochs = 3
+    lines.clear()
+    train_and_evaluate(tiny_config, w, progress=False, log=lines.append)
+    assert any("train.epochs 2 -> 3" in m and "schedule is rebuilt" in m for m in lines)
+
+
+def test_evaluation_records_provenance_and_cli_basics(tiny_config, tmp_path, capsys):
+    from noisesnn_jax import __version__
+    from noisesnn_jax.evaluate import evaluate_run
+    w = str(tmp_path / "w")
+    tiny_config.train.epochs = 1
+    train_and_evaluate(tiny_config, w, progress=False, log=lambda m: None)
+    log: list[str] = []
+    result = evaluate_run(w, (1, 4), log=log.append)
+    p = result["provenance"]
+    assert p["checkpoint_step"] == 1352 // 32 and p["noisesnn_jax"] == __version__ and p["jax"] == jax.__version__
+    assert any(m.startswith("T=4: accuracy") for m in log)  # progress while evaluating
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert __version__ in capsys.readouterr().out
+    assert cli.main(["config", "--config.train.epochs=7"]) == 0
+    assert "epochs: 7" in capsys.readouterr().out
+    assert cli.main(["config", "--config.train.epochz=7"]) == 2
+    assert "epochz" in capsys.readouterr().err

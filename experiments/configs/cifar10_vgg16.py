@@ -4,7 +4,7 @@ Recipe: the CIFAR recipe of the ANN-to-SNN conversion literature this method is 
 (QCFS, Bu et al., ICLR 2022, and its public code): SGD with momentum 0.9 (Nesterov here, this
 library's SGD), learning rate 0.1 at batch 128 with cosine decay, weight decay 5e-4, 300 epochs,
 random crop with 4-pixel padding and horizontal flip. Noise: Gaussian with the residual potential's own mean theta/2 and std
-theta/sqrt(12) (METHOD.md, section 3). Reference numbers at T = 2, 4, 8 are in METHOD.md,
+theta/sqrt(12) (docs/method.md, section 3). Reference numbers at T = 2, 4, 8 are in docs/method.md,
 section 6. Prepare the data with ``make prepare DATASET=cifar10 DATA_DIR=...``; run with
 ``make train-cifar10 DATA_DIR=...``.
 """

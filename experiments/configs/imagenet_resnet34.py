@@ -7,7 +7,7 @@ with the large-batch rules of Goyal et al. 2017 (learning rate scaled linearly w
 ImageNet example. Augmentation: random-resized crop and flip; evaluation: resize to 256 and
 center crop 224. ``--config.model.dtype=bfloat16`` computes in bf16 (parameters and optimizer
 state stay float32). Prepare the data with ``make prepare-imagenet MANUAL_DIR=... DATA_DIR=...``;
-run with ``make train-imagenet DATA_DIR=...``. Reference numbers: METHOD.md, section 6.
+run with ``make train-imagenet DATA_DIR=...``. Reference numbers: docs/method.md, section 6.
 """
 
 from noisesnn_jax.config import get_config as base

@@ -1,7 +1,7 @@
 """Small spiking CNN on the embedded mnist5k (4,000 train / 1,000 test real MNIST images).
 
 T=1 training with Gaussian noise (mean theta/2, std theta/sqrt(12): the residual potential's own
-mean and std, METHOD.md section 3), Adam 1e-3 with cosine decay, 15 epochs, batch 64, label
+mean and std, docs/method.md section 3), Adam 1e-3 with cosine decay, 15 epochs, batch 64, label
 smoothing 0.1 (chosen over lr 2e-3, weight decay 5e-4 and batch 32 by a one-seed sweep of the
 converted accuracy at T = 4..32).
 """

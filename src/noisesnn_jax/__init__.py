@@ -5,11 +5,16 @@ Public API::
     Neuron, Noise, noisy_spike          the neuron and its T=1 noisy spike
     neurons.step / neurons.run          pure IF/LIF dynamics (lax.scan over time)
     layers.SpikingNeuron                Flax layer with a T=1 and a multi-step mode
-    models.MLP / models.CNN             models (spiking or ReLU)
-    convert.fold_batchnorm / predict    T=1 -> T=N conversion
+    contract.SpikingModel               the keyword arguments every model takes
+    models.MLP / CNN / VGG / ResNet     models (spiking, ReLU or QCFS)
+    convert.fold_batchnorm              batch norm folded for the T=N network
+    evaluate.predict / evaluate         multi-step inference and accuracy; evaluate_run of a workdir
+    ops.count_ops                       synaptic operations and energy estimate
+    baselines.ann_to_snn                classic ANN-to-SNN conversion
+    train.train_and_evaluate            the training loop (state, checkpoint: its parts)
 """
 
-from noisesnn_jax import convert, layers, models, neurons, spikes, surrogate
+from noisesnn_jax import baselines, contract, convert, evaluate, layers, models, neurons, ops, spikes, surrogate
 from noisesnn_jax.errors import CheckpointError, ConfigError, DataError, NoiseSNNError
 from noisesnn_jax.layers import SpikingNeuron
 from noisesnn_jax.neurons import Neuron
@@ -19,6 +24,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError", "ConfigError", "DataError", "Neuron", "Noise", "NoiseSNNError",
-    "SpikingNeuron", "convert", "expected_spike", "layers", "models", "neurons", "noisy_spike",
-    "spikes", "surrogate",
+    "SpikingNeuron", "baselines", "contract", "convert", "evaluate", "expected_spike", "layers", "models",
+    "neurons", "noisy_spike", "ops", "spikes", "surrogate",
 ]

@@ -1,8 +1,9 @@
-"""The ``noisesnn`` command: ``train``, ``evaluate`` and ``prepare``.
+"""The ``noisesnn`` command: ``train``, ``evaluate``, ``prepare`` and ``config``.
 
     noisesnn train --config experiments/configs/mnist5k.py --workdir runs/m [--config.x=y ...]
     noisesnn evaluate --workdir runs/m --timesteps 1,2,4,8,16,32 [--json out.json] [--plot out.png]
     noisesnn prepare fashion_mnist [--source-dir DIR] [--data-dir DIR]
+    noisesnn config --config experiments/configs/mnist5k.py [--config.x=y ...]
 
 A user's mistake (bad config value, unknown key, bad data, missing or corrupt checkpoint) ends
 with one line on stderr and exit code 2, no traceback.
@@ -111,7 +112,7 @@ def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
     init_distributed(args)
     import jax
 
-    from noisesnn_jax.train import evaluate_run
+    from noisesnn_jax.evaluate import evaluate_run
     result = evaluate_run(args.workdir, args.timesteps, fold_bn=not args.no_fold_bn,
                           log=lambda m: print(m, file=sys.stderr), data_dir=args.data_dir)
     if jax.process_index() != 0:  # every process evaluates its rows; process 0 reports
@@ -133,12 +134,26 @@ def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
     if result.get("ops"):
         print("SOPs: accumulates of the spiking layers summed over T (the first layer's MACs are counted "
               "once); energy: 0.9 pJ/AC, 4.6 pJ/MAC (45 nm, Horowitz 2014)")
+        above = [T for T, o in result["ops"].items() if o["energy_ratio"] > 1]
+        if above:
+            print(f"at T = {', '.join(above)} the spiking network's estimated energy exceeds the ANN's (ratio > 1): "
+                  f"the synaptic operations summed over T outnumber the ANN's multiply-accumulates")
+    print(f"checkpoint step {result['provenance']['checkpoint_step']}, noisesnn-jax "
+          f"{result['provenance']['noisesnn_jax']}, jax {result['provenance']['jax']}")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
     if args.plot:
         plot_accuracy([result], args.plot, [os.path.basename(os.path.normpath(args.workdir))])
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace, extra: list[str]) -> int:
+    from noisesnn_jax import config as config_lib
+    config = config_lib.load_config(args.config) if args.config else config_lib.get_config()
+    config_lib.apply_overrides(config, extra)
+    print(config_lib.validate(config))
     return 0
 
 
@@ -153,7 +168,12 @@ def _cmd_prepare(args: argparse.Namespace, extra: list[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``noisesnn``."""
-    p = argparse.ArgumentParser(prog="noisesnn", description=__doc__.split("\n")[0])
+    from noisesnn_jax import __version__
+    p = argparse.ArgumentParser(
+        prog="noisesnn", description="Train spiking networks at T=1 with noise, run them at T=N.",
+        epilog="Config fields: noisesnn config [--config FILE] prints every field with its value; "
+               "override any as --config.group.field=value.")
+    p.add_argument("--version", action="version", version=f"noisesnn-jax {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train at T=1 (resumes if the workdir has a checkpoint)")
     t.add_argument("--config", help="Python config file with get_config() (default: built-in)")
@@ -170,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", default=None,
                    help="where the TFDS dataset lives now (default: the training config's dataset.data_dir)")
     _add_distributed(e)
+    c = sub.add_parser("config", help="print the resolved config (a file, then --config.x=y overrides), validated")
+    c.add_argument("--config", help="Python config file with get_config() (default: built-in)")
     r = sub.add_parser("prepare", help="write mnist or fashion_mnist as a TFDS dataset from its four idx files "
                                        "(no network, no TensorFlow)")
     r.add_argument("dataset", choices=("mnist", "fashion_mnist"))
@@ -193,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     try:
-        commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "prepare": _cmd_prepare}
+        commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "prepare": _cmd_prepare, "config": _cmd_config}
         return commands[args.command](args, extra)
     except (NoiseSNNError, FloatingPointError) as e:
         print(f"noisesnn {args.command}: error: {e}", file=sys.stderr)

@@ -2,13 +2,11 @@
 and the TFDS ones (:mod:`noisesnn_jax.tfds_data`: ``cifar10``, ``cifar100``, ``mnist``,
 ``fashion_mnist``, ``imagenet2012``).
 
-The interface the training loop and evaluation use: ``name``, ``num_classes``, ``input_shape``,
-``is_image``, ``num_train``, ``num_test``, ``train_batch(batch_size, seed, step, rows)`` (the rows
-``rows`` of the global batch of step ``step``, a function of ``(seed, step)`` only) and
-``test_examples(indices)``. Examples are float32, standardized, channels-last ``[N, H, W, C]``
-images (or flat features ``[N, F]``) with integer labels ``[N]``.
+The interface the training loop and evaluation use is the :class:`Dataset` protocol. Examples
+are float32, standardized, channels-last ``[N, H, W, C]`` images (or flat features ``[N, F]``)
+with integer labels ``[N]``.
 
-The in-memory :class:`Dataset` holds numpy arrays standardized with the training split's
+The in-memory :class:`ArrayDataset` holds numpy arrays standardized with the training split's
 per-channel mean and std. Splits are fixed and documented, so results are comparable:
 
 - ``digits``: scikit-learn's 1,797 8x8 digit images (values 0..16); per class, a fixed
@@ -22,22 +20,48 @@ per-channel mean and std. Splits are fixed and documented, so results are compar
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gzip
 import importlib.util
 import os
+from typing import Protocol
 
 import numpy as np
 
+from noisesnn_jax import tfds_data
+from noisesnn_jax.batching import batch_indices, epoch_permutation, steps_per_epoch
 from noisesnn_jax.errors import DataError
 
+__all__ = ["ArrayDataset", "Dataset", "FakeDataset", "batch_indices", "dataset_from_config", "epoch_permutation",
+           "load_dataset", "steps_per_epoch", "train_batch"]
+
 IN_MEMORY = ("digits", "mnist5k", "npz", "fake")
-TFDS_DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "imagenet2012")
+TFDS_DATASETS = tuple(tfds_data.SPECS)
 DATASETS = IN_MEMORY + TFDS_DATASETS
 
 
+class Dataset(Protocol):
+    """What training and evaluation read of a dataset (in memory, TFDS or fake)."""
+
+    name: str
+    num_classes: int
+    input_shape: tuple[int, ...]  # one example, e.g. (28, 28, 1) or (64,)
+    is_image: bool  # channels-last images [H, W, C] (else flat features)
+    num_train: int
+    num_test: int
+
+    def train_batch(self, batch_size: int, seed: int, step: int,
+                    rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``rows`` of the training batch of global step ``step``: a function of
+        ``(seed, step)`` only, augmentation included (see :mod:`noisesnn_jax.batching`)."""
+        ...
+
+    def test_examples(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Test examples and labels at ``indices``."""
+        ...
+
+
 @dataclasses.dataclass
-class Dataset:
+class ArrayDataset:
     """A train/test split in memory (numpy), standardized, with its metadata."""
 
     name: str
@@ -205,7 +229,7 @@ class FakeDataset:
 
 def load_dataset(name: str, path: str = "", standardize: bool = True,
                  fake_shape: tuple[int, ...] = (32, 32, 3), fake_classes: int = 10,
-                 fake_size: int = 1024) -> Dataset | FakeDataset:
+                 fake_size: int = 1024) -> ArrayDataset | FakeDataset:
     """Load an in-memory dataset by name (``digits``, ``mnist5k``, ``npz`` with ``path``, ``fake``)."""
     if name == "fake":
         return FakeDataset(fake_shape, fake_classes, fake_size)
@@ -227,31 +251,8 @@ def load_dataset(name: str, path: str = "", standardize: bool = True,
         mean = np.zeros(x_tr.shape[-1], np.float32)
         std = np.ones(x_tr.shape[-1], np.float32)
     num_classes = int(max(y_tr.max(), y_te.max())) + 1
-    return Dataset(name, (x_tr - mean) / std, y_tr, (x_te - mean) / std, y_te, num_classes,
+    return ArrayDataset(name, (x_tr - mean) / std, y_tr, (x_te - mean) / std, y_te, num_classes,
                    mean, std)
-
-
-@functools.lru_cache(maxsize=2)
-def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The training order of epoch ``epoch``: a function of ``(seed, epoch)`` only (resumable).
-
-    Cached, so the per-step batch lookup does not redraw it; the array is read-only."""
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    perm.flags.writeable = False
-    return perm
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    """Number of full batches in an epoch (the remainder is dropped)."""
-    return n // batch_size
-
-
-def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
-    """Training-example indices of global step ``step``: a function of ``(n, seed, step)`` only,
-    so a resumed run (on any number of processes) sees the same batches."""
-    spe = steps_per_epoch(n, batch_size)
-    epoch, i = divmod(step, spe)
-    return epoch_permutation(n, seed, epoch)[i * batch_size:(i + 1) * batch_size]
 
 
 def train_batch(ds, batch_size: int, seed: int, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -262,17 +263,15 @@ def train_batch(ds, batch_size: int, seed: int, step: int) -> tuple[np.ndarray, 
 def default_image_size(name: str) -> int:
     """The input side a dataset uses when ``dataset.image_size`` is 0 (0: not resizable)."""
     if name in TFDS_DATASETS:
-        from noisesnn_jax.tfds_data import SPECS
-        return SPECS[name].image_size
+        return tfds_data.SPECS[name].image_size
     return 32 if name == "fake" else 0
 
 
-def dataset_from_config(config):
+def dataset_from_config(config) -> Dataset:
     """The dataset that ``config.dataset`` names (in memory, or read through TFDS)."""
     d = config.dataset
     if d.name in TFDS_DATASETS:
-        from noisesnn_jax.tfds_data import load_tfds
-        return load_tfds(d.name, data_dir=d.get("data_dir", ""), image_size=int(d.get("image_size", 0)),
+        return tfds_data.load_tfds(d.name, data_dir=d.get("data_dir", ""), image_size=int(d.get("image_size", 0)),
                          workers=int(d.get("workers", 0)))
     size = int(d.get("image_size", 0)) or default_image_size("fake")
     return load_dataset(d.name, d.path, fake_shape=(size, size, 3), fake_classes=int(d.get("fake_classes", 10)),

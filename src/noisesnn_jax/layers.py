@@ -1,11 +1,13 @@
-"""Flax Linen layers that run in two time modes with the same variables (DESIGN.md).
+"""Flax Linen layers that run in two time modes with the same variables (docs/design.md).
 
 Tensor layout. In T=1 mode (``timesteps=1``) a layer sees ``[B, ...]``. In multi-step mode
-(``timesteps=T > 1``) every tensor after the first spiking layer is time-major and flattened,
-``[T*B, ...]`` with row ``t*B + b``, so stateless layers (conv, dense, pooling, batch norm in
-inference mode) process all steps as one batch; only :class:`SpikingNeuron` reshapes to
-``[T, B, ...]`` and iterates over time under ``lax.scan``. The input current of the first spiking
-layer is ``[B, ...]`` and constant in time (direct coding): it is computed once, not ``T`` times.
+(``timesteps=T > 1``) every tensor after the first spiking layer is time-major, ``[T, B, ...]``:
+the time axis stays visible between layers. Flax's conv, dense, pooling and batch norm treat the
+extra leading axis as more batch, so stateless layers process all steps in one call; only
+:class:`SpikingNeuron` iterates over time, under ``lax.scan``. The input current of the first
+spiking layer is ``[B, ...]`` and constant in time (direct coding, ``constant=True``): it is
+computed once, not ``T`` times. A neuron given a tensor whose leading axis is not ``T`` (the first
+layer without ``constant=True``) raises an error instead of guessing.
 """
 
 from __future__ import annotations
@@ -22,37 +24,35 @@ Array = jax.Array
 STATE_COLLECTION = "neuron_state"
 
 
-def to_time_major(x: Array, timesteps: int) -> Array:
-    """``[T*B, ...] -> [T, B, ...]``."""
-    return x.reshape((timesteps, x.shape[0] // timesteps) + x.shape[1:])
-
-
-def from_time_major(x: Array) -> Array:
-    """``[T, B, ...] -> [T*B, ...]``."""
-    return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
-
-
-def time_average(x: Array, timesteps: int) -> Array:
-    """Mean over time of a flattened time-major tensor: ``[T*B, ...] -> [B, ...]``."""
-    if timesteps == 1:
-        return x
-    return to_time_major(x, timesteps).mean(axis=0)
-
-
 READOUT_COLLECTION = "readout"
 
 
+def flatten_features(x: Array, timesteps: int = 1) -> Array:
+    """Flatten each example's features, keeping the leading batch axis, or the ``[T, B]`` axes of a
+    multi-step tensor: ``[B, H, W, C] -> [B, H*W*C]``, ``[T, B, H, W, C] -> [T, B, H*W*C]``."""
+    lead = 2 if timesteps > 1 else 1
+    return x.reshape(x.shape[:lead] + (-1,))
+
+
 def average_readout(module: nn.Module, logits: Array, timesteps: int) -> Array:
-    """The network's output: readout logits averaged over time, ``[T*B, K] -> [B, K]``.
+    """The network's output: readout logits averaged over time, ``[T, B, K] -> [B, K]``
+    (at ``T = 1``, ``[B, K]`` as it is).
 
     The per-step logits ``[T, B, K]`` are sown into the ``readout`` collection (``step_logits``),
     so a caller that asks for it (``mutable=["readout"]``) gets the prediction after every prefix
     of the run from one pass: the mean of the first ``t`` steps is exactly the output of the same
     network run for ``T = t`` steps (the dynamics are causal and start from the same state).
     """
-    steps = to_time_major(logits, timesteps)
-    module.sow(READOUT_COLLECTION, "step_logits", steps)
-    return steps.mean(axis=0) if timesteps > 1 else logits
+    if timesteps == 1:
+        module.sow(READOUT_COLLECTION, "step_logits", logits[None])
+        return logits
+    if logits.ndim < 2 or logits.shape[0] != timesteps:
+        raise ValueError(f"{type(module).__name__}: the readout at timesteps={timesteps} must be time-major "
+                         f"[T={timesteps}, B, K]; got shape {tuple(logits.shape)}. Keep the time axis through "
+                         f"the network (flatten with layers.flatten_features(x, timesteps)), and give the "
+                         f"first spiking layer constant=True")
+    module.sow(READOUT_COLLECTION, "step_logits", logits)
+    return logits.mean(axis=0)
 
 
 class SpikingNeuron(nn.Module):
@@ -63,7 +63,7 @@ class SpikingNeuron(nn.Module):
 
     Attributes:
       neuron: dynamics (threshold, tau, reset, surrogate). ``neuron.v_init`` is not used: the
-        multi-step network starts at ``v_init = noise.mean * theta`` (METHOD.md, section 4).
+        multi-step network starts at ``v_init = noise.mean * theta`` (docs/method.md, section 4).
       noise: T=1 noise; kind ``none`` is the deterministic ablation.
       learn_threshold: a trainable per-channel threshold (param ``threshold``, shape ``[C]``).
       learn_std: a trainable per-channel noise std (param ``noise_std``, shape ``[C]``).
@@ -84,7 +84,7 @@ class SpikingNeuron(nn.Module):
         """Fire.
 
         Args:
-          x: input current, ``[B, ..., C]`` at T=1 or when ``constant``, else ``[T*B, ..., C]``.
+          x: input current, ``[B, ..., C]`` at T=1 or when ``constant``, else ``[T, B, ..., C]``.
           timesteps: ``T``; 1 is the single-step (noisy) network.
           constant: ``x`` is ``[B, ...]`` and held constant over the ``T`` steps (first layer).
           train: training mode; at T=1 noise is sampled when training.
@@ -93,7 +93,12 @@ class SpikingNeuron(nn.Module):
             ``neuron_state`` collection (the naive reference; ``timesteps`` must be 1).
 
         Returns:
-          ``theta * spikes``: ``[B, ...]`` at T=1, ``[T*B, ...]`` in multi-step mode.
+          ``theta * spikes``: ``[B, ...]`` at T=1, ``[T, B, ...]`` in multi-step mode.
+
+        Raises:
+          ValueError: in multi-step mode without ``constant``, when ``x``'s leading axis is not
+            ``timesteps`` (a ``[B, ...]`` input current given to a layer that expects
+            ``[T, B, ...]``: the first spiking layer needs ``constant=True``).
         """
         channels = x.shape[-1]
         if self.learn_threshold:
@@ -124,11 +129,14 @@ class SpikingNeuron(nn.Module):
         else:
             v0 = jnp.asarray(v_init, x.dtype)
             if constant:
-                spikes, _ = neurons.run_constant(self.neuron, x, timesteps, v0, theta, remat=self.remat)
+                s, _ = neurons.run_constant(self.neuron, x, timesteps, v0, theta, remat=self.remat)
             else:
-                spikes, _ = neurons.run(self.neuron, to_time_major(x, timesteps), v0, theta,
-                                        remat=self.remat)
-            s = from_time_major(spikes)
+                if x.ndim < 2 or x.shape[0] != timesteps:
+                    raise ValueError(
+                        f"SpikingNeuron {self.name!r} at timesteps={timesteps} expects a time-major input "
+                        f"[T={timesteps}, B, ...], got shape {tuple(x.shape)}. If this is the first spiking "
+                        f"layer, its input current is [B, ...] and constant over time: pass constant=True")
+                s, _ = neurons.run(self.neuron, x, v0, theta, remat=self.remat)
         self.sow("intermediates", "firing_rate", jnp.mean(s.astype(jnp.float32)))
         return s * theta
 

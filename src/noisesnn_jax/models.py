@@ -1,13 +1,16 @@
 """Spiking models built from :mod:`noisesnn_jax.layers`; each also builds as a ReLU ANN.
 
 Every model takes ``x`` as ``[B, ...]`` and returns logits ``[B, K]``, and runs in the two modes
-of :class:`~noisesnn_jax.layers.SpikingNeuron` with the same variables::
+of :class:`~noisesnn_jax.layers.SpikingNeuron` with the same variables (inside, multi-step
+tensors are ``[T, B, ...]``)::
 
     model.apply(variables, x, train=True, rngs={"noise": key}, mutable=["batch_stats"])  # T=1
     model.apply(variables, x, timesteps=8)   # multi-step, logits averaged over the 8 steps
 
-The readout layer does not spike. Module names are ``conv{i}``/``dense{i}``, ``bn{i}`` and
-``act{i}`` so that :func:`noisesnn_jax.convert.fold_batchnorm` can pair them.
+The readout layer does not spike. Each model follows the model contract
+(:class:`noisesnn_jax.contract.SpikingModel`) and has a ``fold_bn`` field for batch-norm folding.
+Module names are ``conv{i}``/``dense{i}``, ``bn{i}`` and ``act{i}``; the ANN-to-SNN baselines
+(:func:`noisesnn_jax.baselines.ann_to_snn`) find a spiking layer's feeding layer by them.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from noisesnn_jax.layers import ACTIVATION_KINDS, Activation, average_readout
+from noisesnn_jax.layers import ACTIVATION_KINDS, Activation, average_readout, flatten_features
 from noisesnn_jax.neurons import Neuron
 from noisesnn_jax.spikes import Noise
 
@@ -144,14 +147,14 @@ class CNN(_SNNBase):
             if i in self.pool_after:
                 pool = nn.avg_pool if self.pool == "avg" else nn.max_pool
                 x = pool(x, (2, 2), strides=(2, 2))
-        x = x.reshape((x.shape[0], -1))
+        x = flatten_features(x, T if expanded else 1)
         logits = nn.Dense(self.num_classes, dtype=self.dtype, name="readout")(x)
         return average_readout(self, logits, T if expanded else 1).astype(jnp.float32)
 
 
 def _residual_fn(mdl: _SNNBase, x: Array, name: str, width: int, stride: int, bottleneck: bool,
                  train: bool, T: int, sample_noise: bool | None, stateful: bool) -> Array:
-    """A ResNet block on currents: ``act(bn(conv(...)) + shortcut(x))`` (METHOD.md section 4)."""
+    """A ResNet block on currents: ``act(bn(conv(...)) + shortcut(x))`` (docs/method.md section 4)."""
     mode = dict(timesteps=T, constant=False, train=train, sample_noise=sample_noise, stateful=stateful)
     if bottleneck:
         h = mdl._act(mdl._norm(_conv(mdl, x, f"{name}_a", width, 1), f"{name}_a", train), f"{name}_a", mode)
@@ -190,14 +193,14 @@ class VGG(_SNNBase):
                 x = self._block(x, i, w, True, train, T, not expanded, sample_noise, stateful)
                 expanded, i = expanded or T > 1, i + 1
             x = pool(x, (2, 2), strides=(2, 2))
-        x = x.reshape((x.shape[0], -1))
+        x = flatten_features(x, T)
         x = self._block(x, i, self.hidden, False, train, T, not expanded, sample_noise, stateful)
         logits = nn.Dense(self.num_classes, dtype=self.dtype, name="readout")(x)
         return average_readout(self, logits, T).astype(jnp.float32)
 
 
 class ResNet(_SNNBase):
-    """Spiking ResNet; residual additions on currents before the neuron (METHOD.md section 4).
+    """Spiking ResNet; residual additions on currents before the neuron (docs/method.md section 4).
 
     ``stem="cifar"``: conv3x3 for 32x32 inputs; ``"imagenet"``: conv7x7 stride 2 and a 3x3 max
     pool. ``bottleneck`` blocks (1x1-3x3-1x1, width x4) for ResNet-50. Global average pooling and
@@ -229,7 +232,7 @@ class ResNet(_SNNBase):
             for b in range(n):
                 stride = 2 if b == 0 and s > 0 else 1
                 x = fn(self, x, f"s{s}b{b}", w, stride, self.bottleneck, train, T, sample_noise, stateful)
-        x = jnp.mean(x, axis=(1, 2))
+        x = jnp.mean(x, axis=(-3, -2))  # global average pooling: [(T,) B, H, W, C] -> [(T,) B, C]
         logits = nn.Dense(self.num_classes, dtype=self.dtype, name="readout")(x)
         return average_readout(self, logits, T).astype(jnp.float32)
 

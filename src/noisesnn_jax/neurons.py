@@ -1,6 +1,6 @@
 """Integrate-and-fire neuron dynamics as pure functions (no Flax).
 
-For time steps ``t = 1..T`` and input current ``x_t`` (METHOD.md, section 1)::
+For time steps ``t = 1..T`` and input current ``x_t`` (docs/method.md, section 1)::
 
     charge:  m_t = v_{t-1} + x_t                     (IF, tau=None)
              m_t = v_{t-1} + (x_t - v_{t-1}) / tau   (LIF, leaks toward 0)

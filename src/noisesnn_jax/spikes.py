@@ -1,4 +1,4 @@
-"""Noise distributions and the single-step (T=1) noisy spiking neuron (METHOD.md, section 3).
+"""Noise distributions and the single-step (T=1) noisy spiking neuron (docs/method.md, section 3).
 
 A T=1 neuron with threshold ``theta`` carries a noise offset ``n = theta * (mu + sigma * eps)``
 on its potential, where ``eps`` has zero mean and unit variance, and fires ``s = 1[x + n >= theta]``.
@@ -39,7 +39,8 @@ class Noise:
       mean: ``mu``; the multi-step network starts at ``v_init = mu * theta``.
       std: ``sigma > 0`` (ignored by ``none``). The defaults ``mu = 1/2``, ``sigma = 1/sqrt(12)``
         are the mean and standard deviation of the residual potential, uniform on ``[0, theta)``.
-      sampler: how a training spike is drawn. ``reparam`` draws ``eps`` and fires on
+      sampler: how a training spike is drawn (default ``hash``, the cheapest, as in the
+        command's configs). ``reparam`` draws ``eps`` and fires on
         ``x + n >= theta``. ``uniform16`` fires on ``u < P(fire | x) = 1 - F(z)`` with a 16-bit
         uniform ``u``, two per 32-bit random word: the same Bernoulli distribution up to a
         ``2**-16`` rounding of the probability, the same gradient, and half the random bits.
@@ -51,7 +52,7 @@ class Noise:
     kind: str = "gaussian"
     mean: float = 0.5
     std: float = 12 ** -0.5
-    sampler: str = "reparam"
+    sampler: str = "hash"
 
     def __post_init__(self) -> None:
         if self.kind not in NOISE_KINDS:

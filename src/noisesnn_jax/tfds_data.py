@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from noisesnn_jax.data import batch_indices
+from noisesnn_jax.batching import batch_indices
 from noisesnn_jax.errors import DataError
 
 

@@ -1,0 +1,157 @@
+"""Checkpoints (orbax): save, restore the newest readable one, refuse a different config,
+and reopen a trained workdir (:func:`load_run`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+from flax import serialization
+
+from noisesnn_jax import config as config_lib
+from noisesnn_jax.data import Dataset, dataset_from_config, default_image_size, steps_per_epoch
+from noisesnn_jax.errors import CheckpointError, ConfigError
+from noisesnn_jax.state import TrainState, build_model, create_state, learning_rate_schedule, make_optimizer, variables_of
+
+Array = jax.Array
+Variables = dict[str, Any]
+
+
+# Config groups that define the network and its data: a checkpoint is only resumed or evaluated
+# under the same values.
+IDENTITY_GROUPS = ("dataset", "model", "neuron", "noise")
+
+
+# ... except where the data lives and how many threads read it (a resumed pod job may mount it elsewhere).
+NOT_IDENTITY = {("dataset", "data_dir"), ("dataset", "workers")}
+
+
+def open_manager(workdir: str, keep: int = 3, create: bool = True):
+    import orbax.checkpoint as ocp
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
+    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
+                                 options=options)
+
+
+def save_checkpoint(manager, state: TrainState) -> None:
+    """Save ``state`` at its step (blocking until written)."""
+    import orbax.checkpoint as ocp
+    manager.save(int(state.step), args=ocp.args.StandardSave(serialization.to_state_dict(state)))
+    manager.wait_until_finished()
+
+
+def restore_checkpoint(manager, state: TrainState, log=print) -> TrainState | None:
+    """Restore the newest readable checkpoint into ``state``'s structure; None if there is none.
+
+    A corrupt or incompatible newest checkpoint is reported and the previous one is tried.
+    """
+    import orbax.checkpoint as ocp
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
+        return None
+    target = serialization.to_state_dict(state)
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+    errors = []
+    for step in steps:
+        try:
+            restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            return serialization.from_state_dict(state, restored)
+        except Exception as e:  # corrupt files, missing arrays, shape mismatch, ...
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            errors.append(f"step {step}: {type(e).__name__}: {msg[:200]}")
+            log(f"warning: checkpoint at step {step} is unreadable ({errors[-1]}); trying an older one")
+    raise CheckpointError(f"no checkpoint in {manager.directory} can be restored into this run: "
+                          f"{'; '.join(errors)}. If the optimizer settings (train.optimizer, schedule, "
+                          f"warmup_epochs, weight_decay) changed, set them back; if the files are damaged, "
+                          f"train into a new --workdir (the old checkpoints stay where they are)")
+
+
+def _identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    d = json.loads(json.dumps({g: v for g, v in config.to_dict().items() if g in IDENTITY_GROUPS}))
+    data = d.get("dataset", {})
+    if not data.get("image_size"):  # 0 means the dataset's own size: compare the size itself
+        data["image_size"] = default_image_size(data.get("name", ""))
+    return d
+
+
+def check_compatible(saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict,
+                     workdir: str) -> None:
+    """Refuse to resume a workdir whose checkpoint came from a different model or dataset."""
+    a, b = _identity(saved), _identity(config)
+    diffs = []
+    for g in IDENTITY_GROUPS:
+        for k in sorted(set(a.get(g, {})) | set(b.get(g, {}))):
+            va, vb = a.get(g, {}).get(k), b.get(g, {}).get(k)
+            if va != vb and (g, k) not in NOT_IDENTITY:
+                diffs.append(f"{g}.{k}: saved {va!r}, now {vb!r}")
+    if diffs:
+        raise CheckpointError(f"workdir {workdir!r} holds a run of a different config ("
+                              f"{'; '.join(diffs[:4])}); use a new --workdir or the saved config")
+
+
+SCHEDULE_FIELDS = ("epochs", "batch_size", "learning_rate", "schedule", "warmup_epochs")
+
+
+def schedule_changes(saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict, step: int,
+                     num_train: int) -> list[str]:
+    """Lines that state how a resumed run's learning-rate schedule changed (more epochs, another
+    rate): the schedule is rebuilt for the new settings, so the rate at ``step`` jumps."""
+    changed = [f"train.{k} {saved.train.get(k)!r} -> {config.train.get(k)!r}" for k in SCHEDULE_FIELDS
+               if saved.train.get(k) != config.train.get(k)]
+    if not changed:
+        return []
+    rates = []
+    for c in (saved, config):
+        spe = steps_per_epoch(num_train, c.train.batch_size)
+        rates.append(float(learning_rate_schedule(c, spe * c.train.epochs, spe)(step)))
+    return [f"note: resuming with {', '.join(changed)}: the learning-rate schedule is rebuilt for the new "
+            f"settings, so at step {step} the rate is {rates[1]:.3g} (it was {rates[0]:.3g}); to continue the "
+            f"old schedule, resume with the saved values"]
+
+
+def load_run(workdir: str, log=print, data_dir: str | None = None) -> tuple[ml_collections.ConfigDict, Any,
+                                                                           dict[str, Any], Dataset]:
+    """Config, model, trained variables and dataset of a training ``workdir`` (``data_dir``
+    overrides where a TFDS dataset is read from)."""
+    config, model, variables, ds, _ = restore_run(workdir, log, data_dir)
+    return config, model, variables, ds
+
+
+def restore_run(workdir: str, log=print, data_dir: str | None = None):
+    """:func:`load_run` and the step of the checkpoint it restored: ``(config, model, variables,
+    dataset, step)``."""
+    cfg_path = os.path.join(workdir, "config.json")
+    if not os.path.isdir(workdir):
+        raise CheckpointError(f"workdir {workdir!r} does not exist; train first with "
+                              f"noisesnn train --workdir {workdir}")
+    if not os.path.exists(cfg_path):
+        raise CheckpointError(f"workdir {workdir!r} has no config.json; it is not a training "
+                              f"workdir (train first with noisesnn train --workdir {workdir})")
+    try:
+        with open(cfg_path) as f:
+            config = config_lib.validate(config_lib.from_json(f.read()))
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise CheckpointError(f"{cfg_path} is corrupt ({type(e).__name__}); retrain into a new workdir") from None
+    if data_dir:
+        config.dataset.data_dir = data_dir
+    ds = dataset_from_config(config)
+    model = build_model(config, ds.num_classes)
+    spe = steps_per_epoch(ds.num_train, config.train.batch_size)
+    tx = make_optimizer(config, spe * config.train.epochs, spe)
+    state = create_state(model, tx, ds.input_shape, jax.random.key(0))
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        raise CheckpointError(f"workdir {workdir!r} has no checkpoint; train first with "
+                              f"noisesnn train --workdir {workdir}")
+    manager = open_manager(workdir, config.train.keep_checkpoints, create=False)
+    restored = restore_checkpoint(manager, state, log)
+    manager.close()
+    if restored is None:
+        raise CheckpointError(f"workdir {workdir!r} has no checkpoint; train first with "
+                              f"noisesnn train --workdir {workdir}")
+    return config, model, variables_of(restored), ds, int(restored.step)
+

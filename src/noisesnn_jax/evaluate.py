@@ -1,0 +1,265 @@
+"""Inference and evaluation: multi-step prediction, per-step readout, accuracy over a test split
+(sharded over a mesh), accuracy at every T from one run, and :func:`evaluate_run` of a workdir."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from noisesnn_jax import baselines, parallel
+from noisesnn_jax.checkpoint import restore_run
+from noisesnn_jax.contract import check_logits, check_model
+from noisesnn_jax.convert import fold_batchnorm
+from noisesnn_jax.ops import count_ops
+
+Array = jax.Array
+Variables = dict[str, Any]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _predict(model: Any, variables: Variables, images: Array, timesteps: int, key: Array | None = None):
+    """Logits and sown firing rates; with ``key`` (T=1) the noise is sampled from it."""
+    rngs = {} if key is None else {"noise": key}
+    logits, state = model.apply(variables, images, timesteps=timesteps, sample_noise=key is not None,
+                                rngs=rngs, mutable=["intermediates"])
+    check_logits(model, logits, images.shape[0], timesteps)
+    return logits, state.get("intermediates", {})
+
+
+def predict(model: Any, variables: Variables, images: Array,
+            timesteps: int = 1) -> tuple[Array, dict[str, float]]:
+    """Multi-step inference: ``images [B, ...] -> (logits [B, K], {layer: firing rate})``.
+
+    At ``timesteps=1`` the noise is at its mean (the deterministic T=1 network). Jitted once per
+    ``(model, timesteps, shape)``. ``model`` follows :class:`noisesnn_jax.contract.SpikingModel`.
+    """
+    check_model(model)
+    logits, rates = _predict(model, variables, jnp.asarray(images), int(timesteps))
+    return logits, flatten_rates(rates)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _step_logits(model: Any, variables: Variables, images: Array, timesteps: int) -> Array:
+    from noisesnn_jax.layers import READOUT_COLLECTION
+    variables = {k: v for k, v in variables.items() if k != READOUT_COLLECTION}  # e.g. sown by init
+    logits, state = model.apply(variables, images, timesteps=timesteps, mutable=[READOUT_COLLECTION])
+    check_logits(model, logits, images.shape[0], timesteps)
+    steps = state.get(READOUT_COLLECTION, {}).get("step_logits")
+    if not steps or steps[-1].shape != (timesteps,) + logits.shape:
+        raise ValueError(f"{type(model).__name__} does not sow its per-step readout [T, B, K]; end the model with "
+                         f"layers.average_readout(self, logits, timesteps)")
+    return steps[-1]
+
+
+def step_logits(model: Any, variables: Variables, images: Array, timesteps: int) -> Array:
+    """The readout of every time step of a multi-step run: ``images [B, ...] -> [T, B, K]``.
+
+    The mean of the first ``t`` rows is the output of the same network run for ``T = t`` steps
+    (see :func:`noisesnn_jax.layers.average_readout`). Jitted once per ``(model, T, shape)``.
+    """
+    check_model(model)
+    return _step_logits(model, variables, jnp.asarray(images), int(timesteps))
+
+
+def accuracy_curve(model: Any, variables: Variables, ds: Any, timesteps: Sequence[int],
+                   batch_size: int = 500, max_rows: int = 8192) -> list[float]:
+    """Test accuracy at every ``T`` in ``timesteps`` from one multi-step run of ``max(timesteps)``
+    steps over ``ds.test_examples``: the prediction at ``T = t`` is the argmax of the first ``t``
+    steps' summed logits. ``T = 1`` here is the multi-step network run for one step, which for the
+    IF neuron is the deterministic T=1 network. Costs one run of the longest ``T`` instead of one
+    run per ``T``."""
+    ts = np.asarray(sorted(set(int(t) for t in timesteps)))
+    if ts[0] < 1:
+        raise ValueError(f"timesteps={list(timesteps)} is invalid; use integers >= 1")
+    longest = int(ts[-1])
+    bs = max(1, min(batch_size, max_rows // longest))
+    correct = np.zeros(len(ts), np.int64)
+    for start in range(0, ds.num_test, bs):
+        xb, yb = ds.test_examples(np.arange(start, min(ds.num_test, start + bs)))
+        prefix = jnp.cumsum(step_logits(model, variables, xb, longest), axis=0)[ts - 1]  # [len(ts), B, K]
+        correct += np.asarray(jnp.sum(jnp.argmax(prefix, -1) == jnp.asarray(yb), axis=-1))
+    by_t = dict(zip(ts.tolist(), (correct / ds.num_test).tolist()))
+    return [by_t[int(t)] for t in timesteps]
+
+
+def flatten_rates(tree: Any) -> dict[str, float]:
+    """``{"act0": {"neuron": {"firing_rate": r}}} -> {"act0": r}``."""
+    flat = {}
+    for path, value in jax.tree_util.tree_leaves_with_path(tree):
+        names = [p.key for p in path if hasattr(p, "key")]
+        layer = names[0] if names else "rate"
+        flat[layer] = float(value)
+    return flat
+
+
+def evaluate(model: Any, variables: Variables, x: np.ndarray, y: np.ndarray, timesteps: int = 1,
+             batch_size: int = 500, sample_noise_key: Array | None = None,
+             max_rows: int = 8192, mesh: Any = None) -> dict[str, Any]:
+    """Accuracy and mean per-layer firing rates over ``(x, y)`` at ``timesteps``.
+
+    With ``sample_noise_key`` (T=1 only) the noise is sampled instead of set to its mean. The
+    batch shrinks so that ``timesteps * batch <= max_rows`` (multi-step tensors are ``[T*B, ...]``).
+    With a ``mesh`` of several devices the batch is sharded over its ``data`` axis (see
+    :func:`evaluate_examples`).
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    return evaluate_examples(model, variables, lambda idx: (x[idx], y[idx]), len(y), timesteps,
+                             batch_size, sample_noise_key, max_rows, mesh)
+
+
+def evaluate_dataset(model: Any, variables: Variables, ds: Any, timesteps: int = 1, batch_size: int = 500,
+                     sample_noise_key: Array | None = None, max_rows: int = 8192,
+                     mesh: Any = None) -> dict[str, Any]:
+    """:func:`evaluate` over the test split of a dataset (``ds.test_examples``); each process
+    loads only its rows of each batch."""
+    return evaluate_examples(model, variables, ds.test_examples, ds.num_test, timesteps, batch_size,
+                             sample_noise_key, max_rows, mesh)
+
+
+def evaluate_examples(model: Any, variables: Variables, fetch, n: int, timesteps: int = 1,
+                      batch_size: int = 500, sample_noise_key: Array | None = None,
+                      max_rows: int = 8192, mesh: Any = None) -> dict[str, Any]:
+    """Accuracy and firing rates over examples ``fetch(indices) -> (x, y)``, ``indices < n``.
+
+    On one device, consecutive batches (the last one smaller). On a mesh of several devices
+    (every process calls this), each global batch is ``per_device * devices`` rows, sharded over
+    ``data``; every device runs the model on its own rows (``shard_map``: no communication until
+    the counts are summed), so multi-step tensors stay ``[T*B_local, ...]`` per device. The last
+    batch is rounded up to a multiple of the device count by repeating the last example; the
+    repeats are masked out of the accuracy (the firing rates include those fewer than ``devices``
+    repeats). With ``sample_noise_key`` each device draws its own noise, so the sampled-noise
+    accuracy depends on the device count (the mean-noise and multi-step results do not).
+    """
+    check_model(model)
+    timesteps = 1 if sample_noise_key is not None else int(timesteps)
+    if n <= 0:
+        raise ValueError("nothing to evaluate: the split has no examples")
+    devices = 1 if mesh is None else int(mesh.devices.size)
+    correct, rates_sum = 0, {}
+    if devices == 1:
+        bs = max(1, min(batch_size, max_rows // timesteps))
+        for start in range(0, n, bs):
+            idx = np.arange(start, min(n, start + bs))
+            xb, yb = fetch(idx)
+            key = None if sample_noise_key is None else jax.random.fold_in(sample_noise_key, start)
+            logits, rates = _predict(model, variables, jnp.asarray(xb), timesteps, key)
+            correct += int(jnp.sum(jnp.argmax(logits, -1) == jnp.asarray(yb)))
+            for k, r in flatten_rates(rates).items():
+                rates_sum[k] = rates_sum.get(k, 0.0) + r * len(idx)
+    else:
+        from noisesnn_jax import parallel
+        per_device = max(1, min(-(-batch_size // devices), max_rows // timesteps))
+        bs = per_device * devices
+        fn = _sharded_eval(model, timesteps, mesh, sample_noise_key is not None)
+        variables = parallel.replicate(mesh, variables)
+        base_key = jax.random.key(0) if sample_noise_key is None else sample_noise_key
+        for start in range(0, n, bs):
+            size = min(bs, -(-(n - start) // devices) * devices)  # the last batch: under `devices` pad rows
+            idx = np.arange(start, start + size)
+            valid = idx < n
+            rows = parallel.process_slice(size)
+            xb, yb = fetch(np.minimum(idx, n - 1)[rows])
+            c, rates = fn(variables, parallel.global_batch(mesh, xb), parallel.global_batch(mesh, yb),
+                          parallel.global_batch(mesh, valid[rows]), jax.random.fold_in(base_key, start))
+            correct += int(c)
+            for k, r in flatten_rates(rates).items():
+                rates_sum[k] = rates_sum.get(k, 0.0) + r * int(valid.sum())
+    return {"accuracy": correct / n, "correct": correct, "total": n,
+            "firing_rates": {k: v / n for k, v in rates_sum.items()}}
+
+
+@functools.lru_cache(maxsize=64)
+def _sharded_eval(model: Any, timesteps: int, mesh: Any, sampled: bool):
+    """Jitted ``(variables, x, y, valid, key) -> (correct, rates)`` with the batch sharded on ``data``."""
+    from jax.sharding import PartitionSpec as P
+
+    from noisesnn_jax.parallel import DATA_AXIS
+
+    def local(variables, x, y, valid, key):
+        rngs = {"noise": jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))} if sampled else {}
+        logits, state = model.apply(variables, x, timesteps=timesteps, sample_noise=sampled, rngs=rngs,
+                                    mutable=["intermediates"])
+        check_logits(model, logits, x.shape[0], timesteps)
+        hits = jnp.sum(jnp.logical_and(jnp.argmax(logits, -1) == y, valid).astype(jnp.int32))
+        rates = jax.lax.pmean(state.get("intermediates", {}), DATA_AXIS)
+        return jax.lax.psum(hits, DATA_AXIS), rates
+
+    data = P(DATA_AXIS)
+    # check_vma=False: the neurons' scans start from a constant (unvarying) potential.
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), data, data, data, P()), out_specs=(P(), P()),
+                                 check_vma=False))
+
+
+# Pixels x images x time steps of the operation count's probe (100 images of 32x32 at T <= 80).
+OPS_PROBE_BUDGET = 8192 * 1024
+
+
+def evaluate_run(workdir: str, timesteps: tuple[int, ...] | None = None, fold_bn: bool = True,
+                 log=print, data_dir: str | None = None) -> dict[str, Any]:
+    """Evaluate a trained workdir: T=1 (noise at its mean and sampled) and converted at each T.
+
+    Over every device when there are several (the batch sharded on a ``data`` mesh axis; in a
+    multi-process run every process calls this and loads only its rows)."""
+    config, model, variables, ds, step = restore_run(workdir, log, data_dir)
+    mesh = parallel.make_mesh() if jax.device_count() > 1 else None
+    bs = config.eval.batch_size
+    run_eval = lambda m, v, T, **kw: evaluate_dataset(m, v, ds, T, bs, mesh=mesh, **kw)  # noqa: E731
+    timesteps = tuple(timesteps or config.eval.timesteps)
+    extra: dict[str, Any] = {}
+    if config.method in ("convert", "qcfs"):
+        extra["ann_accuracy"] = run_eval(model, variables, 1)["accuracy"]
+        thresholds = None
+        if config.method == "convert":
+            batches = [ds.train_batch(config.train.batch_size, config.seed, i)[0]
+                       for i in range(config.convert.num_batches)]
+            thresholds = baselines.activation_statistics(model, variables, batches, config.convert.percentile)
+            extra["thresholds"] = thresholds
+        v_init = config.convert.v_init if config.method == "convert" else 0.5
+        model, variables = baselines.ann_to_snn(model, variables, thresholds, v_init)
+    t1 = run_eval(model, variables, 1)
+    spiking = model.activation == "spike"
+    t1_noisy = t1
+    if spiking and model.noise.kind != "none":
+        t1_noisy = run_eval(model, variables, 1, sample_noise_key=jax.random.key(config.seed + 1))
+    example = ds.test_examples(np.arange(1))[0]
+    eval_model, eval_vars = (fold_batchnorm(model, variables, example) if fold_bn
+                             else (model, variables))
+    accuracy, rates, ops = [], {}, {}
+    pixels = max(1024, int(np.prod(ds.input_shape[:-1])))
+    probe_size = max(1, min(100, ds.num_test, OPS_PROBE_BUDGET // (min(timesteps) * pixels)))
+    probe = ds.test_examples(np.arange(probe_size))[0] if spiking else None
+    for T in timesteps:
+        t0 = time.perf_counter()
+        r = run_eval(eval_model, eval_vars, T)
+        log(f"T={T}: accuracy {100 * r['accuracy']:.2f}% on {ds.num_test} test images "
+            f"({time.perf_counter() - t0:.1f}s)")
+        accuracy.append(r["accuracy"])
+        rates[str(T)] = r["firing_rates"]
+        if spiking:  # on at most 100 test images, fewer for large images and T (it runs unjitted)
+            rows = max(1, min(len(probe), OPS_PROBE_BUDGET // (T * pixels)))
+            ops[str(T)] = count_ops(eval_model, eval_vars, probe[:rows], T)
+    return {
+        "dataset": config.dataset.name, "model": config.model.name, "method": config.method,
+        "activation": model.activation, "noise": config.noise.to_dict(),
+        "num_test": int(ds.num_test), "timesteps": list(timesteps), "accuracy": accuracy,
+        "t1_accuracy": t1["accuracy"], "t1_noisy_accuracy": t1_noisy["accuracy"],
+        "firing_rates": rates, "ops": ops, "bn_folded": bool(fold_bn), "workdir": workdir, **extra,
+        "provenance": provenance(step),
+    }
+
+
+def provenance(step: int) -> dict[str, Any]:
+    """What produced a result: the checkpoint step, versions, backend, date."""
+    import datetime
+
+    from noisesnn_jax import __version__
+    return {"checkpoint_step": int(step), "noisesnn_jax": __version__, "jax": jax.__version__,
+            "backend": jax.default_backend(), "devices": jax.device_count(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+

@@ -1,0 +1,106 @@
+"""A run's model, optimizer and train state, from its config."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax.training import train_state
+
+from noisesnn_jax.errors import ConfigError
+from noisesnn_jax.models import MODELS
+from noisesnn_jax.neurons import Neuron
+from noisesnn_jax.spikes import Noise
+
+Array = jax.Array
+Variables = dict[str, Any]
+
+
+class TrainState(train_state.TrainState):
+    """Optax train state plus batch-norm statistics."""
+
+    batch_stats: Any = None
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int) -> Any:
+    """The Flax model that ``config.model``, ``config.neuron`` and ``config.noise`` describe."""
+    m, n, z = config.model, config.neuron, config.noise
+    try:
+        neuron = Neuron(threshold=float(n.threshold), tau=None if not n.tau else float(n.tau),
+                        reset=n.reset, surrogate=n.surrogate, alpha=float(n.alpha) or None)
+        noise = Noise(kind=z.kind, mean=float(z.mean), std=float(z.std),
+                      sampler=z.get("sampler", "reparam"))
+    except ValueError as e:
+        raise ConfigError(f"invalid neuron or noise config: {e}") from None
+    activation = {"convert": "relu", "qcfs": "qcfs"}.get(config.get("method", "noisy"), m.activation)
+    common = dict(num_classes=num_classes, activation=activation, neuron=neuron, noise=noise,
+                  learn_threshold=m.learn_threshold, learn_std=m.learn_std,
+                  batch_norm=m.batch_norm, remat=bool(config.train.get("remat", False)),
+                  qcfs_levels=int(m.get("qcfs_levels", 4)))
+    common["dtype"] = jnp.bfloat16 if m.get("dtype", "float32") == "bfloat16" else jnp.float32
+    if m.name == "mlp":
+        return MODELS["mlp"](hidden=tuple(m.hidden), **common)
+    if m.name == "cnn":
+        return MODELS["cnn"](channels=tuple(m.channels), pool_after=tuple(m.pool_after), pool=m.pool,
+                             **common)
+    if m.name.startswith("resnet"):
+        return MODELS[m.name](stem=m.get("stem", "cifar"), **common)
+    return MODELS[m.name](pool=m.pool, **common)
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int,
+                           steps_per_epoch: int = 0) -> optax.Schedule:
+    """``step -> learning rate``: a linear warm-up from 0 over ``train.warmup_epochs`` epochs of
+    ``steps_per_epoch`` steps, then cosine decay to 0 at ``total_steps`` (or constant)."""
+    t = config.train
+    warmup = int(round(float(t.get("warmup_epochs", 0)) * steps_per_epoch))
+    warmup = min(warmup, max(total_steps - 1, 0))
+    if t.schedule == "cosine":
+        lr = optax.cosine_decay_schedule(t.learning_rate, max(total_steps - warmup, 1))
+    else:
+        lr = optax.constant_schedule(t.learning_rate)
+    if warmup:
+        lr = optax.join_schedules([optax.linear_schedule(0.0, t.learning_rate, warmup), lr], [warmup])
+    return lr
+
+
+def make_optimizer(config: ml_collections.ConfigDict, total_steps: int,
+                   steps_per_epoch: int = 0) -> optax.GradientTransformation:
+    """Optimizer from ``config.train`` with :func:`learning_rate_schedule`."""
+    t = config.train
+    lr = learning_rate_schedule(config, total_steps, steps_per_epoch)
+    if t.schedule == "constant" and not float(t.get("warmup_epochs", 0)):
+        lr = t.learning_rate  # a plain float: the optimizer state of earlier constant-rate runs
+    if t.optimizer == "adam":
+        tx = optax.adam(lr)
+        if t.weight_decay:
+            tx = optax.chain(optax.add_decayed_weights(t.weight_decay), tx)
+        return tx
+    if t.optimizer == "adamw":
+        return optax.adamw(lr, weight_decay=t.weight_decay)
+    return optax.chain(optax.add_decayed_weights(t.weight_decay),
+                       optax.sgd(lr, momentum=t.momentum, nesterov=True))
+
+
+def create_state(model: Any, tx: optax.GradientTransformation, input_shape: tuple[int, ...],
+                 key: Array) -> TrainState:
+    """Initialize variables on a dummy batch and wrap them in a :class:`TrainState`."""
+    p_key, n_key = jax.random.split(key)
+    x = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
+    variables = jax.jit(functools.partial(model.init, train=True))(
+        {"params": p_key, "noise": n_key}, x)
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                             batch_stats=variables.get("batch_stats", {}))
+
+
+def variables_of(state: TrainState) -> dict[str, Any]:
+    """The model variables held by ``state``."""
+    v = {"params": state.params}
+    if state.batch_stats:
+        v["batch_stats"] = state.batch_stats
+    return v
+

@@ -1,0 +1,50 @@
+"""One timing harness for benchmarks and experiments: cases timed side by side.
+
+On a shared, noisy machine only ratios measured in the same run mean something, so cases are
+interleaved round-robin (case A, case B, case A, ...) after a warm-up and each is reported as the
+median of its repeats.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+
+def measure(cases: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 2) -> dict[str, float]:
+    """Median wall seconds of each ``cases[name]()``, the cases interleaved round-robin.
+
+    Each case must block until its work is done (``jax.block_until_ready`` on its outputs).
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats={repeats} and warmup={warmup} are invalid; use repeats >= 1, warmup >= 0")
+    for run in cases.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, run in cases.items():
+            t0 = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def machine() -> str:
+    """One line: processor, cores, Python, jax version and backend."""
+    import jax
+    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"jax {jax.__version__} on {jax.default_backend()}")
+
+
+def compiled_temp_mib(fn: Callable, *args) -> float:
+    """MiB of temporary buffers XLA allocates for the jitted ``fn`` on ``args`` (its memory analysis;
+    NaN where the backend does not report it)."""
+    import jax
+    analysis = jax.jit(fn).lower(*args).compile().memory_analysis()
+    if analysis is None:
+        return float("nan")
+    return float(getattr(analysis, "temp_size_in_bytes", float("nan"))) / 2 ** 20
