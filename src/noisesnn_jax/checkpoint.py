@@ -8,13 +8,14 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 from flax import serialization
 
 from noisesnn_jax import config as config_lib
 from noisesnn_jax.data import Dataset, dataset_from_config, default_image_size, steps_per_epoch
 from noisesnn_jax.errors import CheckpointError, ConfigError
-from noisesnn_jax.state import TrainState, build_model, create_state, learning_rate_schedule, make_optimizer, variables_of
+from noisesnn_jax.state import TrainState, build_model, learning_rate_schedule, variable_shapes
 
 Array = jax.Array
 Variables = dict[str, Any]
@@ -49,16 +50,33 @@ def restore_checkpoint(manager, state: TrainState, log=print) -> TrainState | No
     A corrupt or incompatible newest checkpoint is reported and the previous one is tried.
     """
     import orbax.checkpoint as ocp
+    target = serialization.to_state_dict(state)
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+    restored = _restore_newest(manager, lambda: ocp.args.StandardRestore(abstract), log)
+    return None if restored is None else serialization.from_state_dict(state, restored)
+
+
+def restore_variables(manager, abstract: dict[str, Any], log=print) -> tuple[dict[str, Any], int] | None:
+    """Only the model variables (``params``, ``batch_stats``) of the newest readable checkpoint, and
+    its step: evaluation needs no optimizer state. ``abstract`` gives their shapes and dtypes."""
+    import orbax.checkpoint as ocp
+    abstract = {k: v for k, v in abstract.items() if v}  # a model without batch norm has no batch_stats
+    target = {**abstract, "step": jax.ShapeDtypeStruct((), jnp.int32)}
+    restored = _restore_newest(manager, lambda: ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True), log)
+    if restored is None:
+        return None
+    return {k: restored[k] for k in abstract}, int(restored["step"])
+
+
+def _restore_newest(manager, make_args, log) -> dict[str, Any] | None:
     steps = sorted(manager.all_steps(), reverse=True)
     if not steps:
         return None
-    target = serialization.to_state_dict(state)
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
     errors = []
     for step in steps:
         try:
-            restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
-            return serialization.from_state_dict(state, restored)
+            return manager.restore(step, args=make_args())
         except Exception as e:  # corrupt files, missing arrays, shape mismatch, ...
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             errors.append(f"step {step}: {type(e).__name__}: {msg[:200]}")
@@ -141,17 +159,16 @@ def restore_run(workdir: str, log=print, data_dir: str | None = None):
         config.dataset.data_dir = data_dir
     ds = dataset_from_config(config)
     model = build_model(config, ds.num_classes)
-    spe = steps_per_epoch(ds.num_train, config.train.batch_size)
-    tx = make_optimizer(config, spe * config.train.epochs, spe)
-    state = create_state(model, tx, ds.input_shape, jax.random.key(0))
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         raise CheckpointError(f"workdir {workdir!r} has no checkpoint; train first with "
                               f"noisesnn train --workdir {workdir}")
+    abstract = variable_shapes(model, ds.input_shape)
     manager = open_manager(workdir, config.train.keep_checkpoints, create=False)
-    restored = restore_checkpoint(manager, state, log)
+    restored = restore_variables(manager, abstract, log)
     manager.close()
     if restored is None:
         raise CheckpointError(f"workdir {workdir!r} has no checkpoint; train first with "
                               f"noisesnn train --workdir {workdir}")
-    return config, model, variables_of(restored), ds, int(restored.step)
+    variables, step = restored
+    return config, model, variables, ds, step
 

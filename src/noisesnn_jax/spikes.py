@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +26,6 @@ from noisesnn_jax.neurons import Neuron, charge
 from noisesnn_jax.surrogate import heaviside
 
 Array = jax.Array
-NOISE_KINDS = ("gaussian", "uniform", "logistic", "none")
 SAMPLERS = ("reparam", "uniform16", "hash")
 _SQRT3 = math.sqrt(3.0)
 _LOGISTIC_SCALE = _SQRT3 / math.pi  # logistic scale with unit variance
@@ -70,40 +71,68 @@ class Noise:
         return self.kind != "none"
 
 
+@dataclasses.dataclass(frozen=True)
+class Distribution:
+    """A standardized noise distribution (mean 0, variance 1): how to draw ``eps``, its density
+    ``p`` and its distribution function ``F``; ``pdf``/``cdf`` are None for the deterministic kind."""
+
+    sample: Callable[[Array, tuple[int, ...], Any], Array]
+    pdf: Callable[[Array], Array] | None
+    cdf: Callable[[Array], Array] | None
+
+
+def _uniform_pdf(z: Array) -> Array:
+    return jnp.where(jnp.abs(z) <= _SQRT3, 1.0 / (2.0 * _SQRT3), 0.0).astype(z.dtype)
+
+
+def _logistic_pdf(z: Array) -> Array:
+    s = jax.nn.sigmoid(z / _LOGISTIC_SCALE)
+    return s * (1.0 - s) / _LOGISTIC_SCALE
+
+
+DISTRIBUTIONS: dict[str, Distribution] = {
+    "gaussian": Distribution(
+        sample=lambda key, shape, dtype: jax.random.normal(key, shape, dtype),
+        pdf=lambda z: jnp.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi),
+        cdf=jax.scipy.stats.norm.cdf),
+    "uniform": Distribution(
+        sample=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, minval=-_SQRT3, maxval=_SQRT3),
+        pdf=_uniform_pdf,
+        cdf=lambda z: jnp.clip((z + _SQRT3) / (2.0 * _SQRT3), 0.0, 1.0)),
+    "logistic": Distribution(
+        sample=lambda key, shape, dtype: jax.random.logistic(key, shape, dtype) * jnp.asarray(_LOGISTIC_SCALE, dtype),
+        pdf=_logistic_pdf,
+        cdf=lambda z: jax.nn.sigmoid(z / _LOGISTIC_SCALE)),
+    "none": Distribution(sample=lambda key, shape, dtype: jnp.zeros(shape, dtype), pdf=None, cdf=None),
+}
+NOISE_KINDS = tuple(DISTRIBUTIONS)
+
+
+def _distribution(kind: str, need: str = "") -> Distribution:
+    """The table entry of ``kind``; ``need`` (``pdf`` or ``cdf``) must exist for it."""
+    dist = DISTRIBUTIONS.get(kind)
+    if dist is None:
+        raise ValueError(f"noise kind={kind!r} is invalid; choose one of {list(DISTRIBUTIONS)}")
+    if need and getattr(dist, need) is None:
+        random = [k for k, d in DISTRIBUTIONS.items() if getattr(d, need) is not None]
+        what = "density" if need == "pdf" else "distribution"
+        raise ValueError(f"noise kind={kind!r} has no {what}; choose one of {', '.join(random)}")
+    return dist
+
+
 def sample_standard(kind: str, key: Array, shape: tuple[int, ...], dtype=jnp.float32) -> Array:
     """Draw ``eps`` with zero mean and unit variance from the standardized ``kind``."""
-    if kind == "gaussian":
-        return jax.random.normal(key, shape, dtype)
-    if kind == "uniform":
-        return jax.random.uniform(key, shape, dtype, minval=-_SQRT3, maxval=_SQRT3)
-    if kind == "logistic":
-        return jax.random.logistic(key, shape, dtype) * jnp.asarray(_LOGISTIC_SCALE, dtype)
-    if kind == "none":
-        return jnp.zeros(shape, dtype)
-    raise ValueError(f"noise kind={kind!r} is invalid; choose one of {list(NOISE_KINDS)}")
+    return _distribution(kind).sample(key, shape, dtype)
 
 
 def standard_pdf(kind: str, z: Array) -> Array:
     """Density ``p(z)`` of the standardized noise."""
-    if kind == "gaussian":
-        return jnp.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-    if kind == "uniform":
-        return jnp.where(jnp.abs(z) <= _SQRT3, 1.0 / (2.0 * _SQRT3), 0.0).astype(z.dtype)
-    if kind == "logistic":
-        s = jax.nn.sigmoid(z / _LOGISTIC_SCALE)
-        return s * (1.0 - s) / _LOGISTIC_SCALE
-    raise ValueError(f"noise kind={kind!r} has no density; choose one of gaussian, uniform, logistic")
+    return _distribution(kind, "pdf").pdf(z)
 
 
 def standard_cdf(kind: str, z: Array) -> Array:
     """Distribution function ``F(z) = P(eps <= z)`` of the standardized noise."""
-    if kind == "gaussian":
-        return jax.scipy.stats.norm.cdf(z)
-    if kind == "uniform":
-        return jnp.clip((z + _SQRT3) / (2.0 * _SQRT3), 0.0, 1.0)
-    if kind == "logistic":
-        return jax.nn.sigmoid(z / _LOGISTIC_SCALE)
-    raise ValueError(f"noise kind={kind!r} has no distribution; choose one of gaussian, uniform, logistic")
+    return _distribution(kind, "cdf").cdf(z)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))

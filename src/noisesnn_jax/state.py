@@ -97,6 +97,15 @@ def create_state(model: Any, tx: optax.GradientTransformation, input_shape: tupl
                              batch_stats=variables.get("batch_stats", {}))
 
 
+def variable_shapes(model: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Shapes and dtypes (``jax.ShapeDtypeStruct``) of the model's ``params`` and ``batch_stats``,
+    without allocating them."""
+    x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), jnp.float32)
+    shapes = jax.eval_shape(lambda x: model.init({"params": jax.random.key(0), "noise": jax.random.key(1)}, x,
+                                                 train=True), x)
+    return {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
+
+
 def variables_of(state: TrainState) -> dict[str, Any]:
     """The model variables held by ``state``."""
     v = {"params": state.params}
