@@ -34,6 +34,16 @@ def flatten_features(x: Array, timesteps: int = 1) -> Array:
     return x.reshape(x.shape[:lead] + (-1,))
 
 
+def pool2d(x: Array, kind: str, window: int, stride: int, padding: str = "VALID") -> Array:
+    """Average or max pooling over ``H, W`` of ``[..., H, W, C]`` with any leading axes (``[B]`` or
+    ``[T, B]``), folded into one batch axis for the pooling call (XLA's 4-D window reduction is
+    faster on CPU than a 5-D one). ``max`` on spikes is an OR per time step."""
+    pool = {"avg": nn.avg_pool, "max": nn.max_pool}[kind]
+    lead = x.shape[:-3]
+    y = pool(x.reshape((-1,) + x.shape[-3:]), (window, window), strides=(stride, stride), padding=padding)
+    return y.reshape(lead + y.shape[1:])
+
+
 def average_readout(module: nn.Module, logits: Array, timesteps: int) -> Array:
     """The network's output: readout logits averaged over time, ``[T, B, K] -> [B, K]``
     (at ``T = 1``, ``[B, K]`` as it is).

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from noisesnn_jax.layers import ACTIVATION_KINDS, Activation, average_readout, flatten_features
+from noisesnn_jax.layers import ACTIVATION_KINDS, Activation, average_readout, flatten_features, pool2d
 from noisesnn_jax.neurons import Neuron
 from noisesnn_jax.spikes import Noise
 
@@ -145,8 +145,7 @@ class CNN(_SNNBase):
             x = self._block(x, i, width, True, train, T, not expanded, sample_noise, stateful)
             expanded = expanded or T > 1
             if i in self.pool_after:
-                pool = nn.avg_pool if self.pool == "avg" else nn.max_pool
-                x = pool(x, (2, 2), strides=(2, 2))
+                x = pool2d(x, self.pool, 2, 2)
         x = flatten_features(x, T if expanded else 1)
         logits = nn.Dense(self.num_classes, dtype=self.dtype, name="readout")(x)
         return average_readout(self, logits, T if expanded else 1).astype(jnp.float32)
@@ -187,12 +186,11 @@ class VGG(_SNNBase):
         if x.ndim != 4:
             raise ValueError(f"VGG expects images [B, H, W, C]; got shape {tuple(x.shape)}")
         x, i, expanded = x.astype(self.dtype), 0, False
-        pool = nn.avg_pool if self.pool == "avg" else nn.max_pool
         for widths in self.stages:
             for w in widths:
                 x = self._block(x, i, w, True, train, T, not expanded, sample_noise, stateful)
                 expanded, i = expanded or T > 1, i + 1
-            x = pool(x, (2, 2), strides=(2, 2))
+            x = pool2d(x, self.pool, 2, 2)
         x = flatten_features(x, T)
         x = self._block(x, i, self.hidden, False, train, T, not expanded, sample_noise, stateful)
         logits = nn.Dense(self.num_classes, dtype=self.dtype, name="readout")(x)
@@ -222,7 +220,7 @@ class ResNet(_SNNBase):
         x = x.astype(self.dtype)
         if self.stem == "imagenet":
             x = self._block(x, 0, self.widths[0], True, train, T, True, sample_noise, stateful, 7, 2)
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+            x = pool2d(x, "max", 3, 2, "SAME")
         else:
             x = self._block(x, 0, self.widths[0], True, train, T, True, sample_noise, stateful)
         fn = _residual_fn
