@@ -15,6 +15,7 @@ Module names are ``conv{i}``/``dense{i}``, ``bn{i}`` and ``act{i}``; the ANN-to-
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +45,108 @@ def _check_mode(activation: str, timesteps: Any, stateful: bool) -> int:
     return timesteps if activation == "spike" else 1
 
 
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """How one forward pass runs: the model contract's keyword arguments, handed to every block
+    (hashable, so a rematerialized block takes it as a static argument)."""
+
+    train: bool = False
+    timesteps: int = 1
+    sample_noise: bool | None = None
+    stateful: bool = False
+
+    def neuron(self, constant: bool = False) -> dict[str, Any]:
+        """The keyword arguments of :class:`~noisesnn_jax.layers.SpikingNeuron`."""
+        return dict(timesteps=self.timesteps, constant=constant, train=self.train,
+                    sample_noise=self.sample_noise, stateful=self.stateful)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """What every block of a model shares: activation, neuron and noise, batch norm, dtype."""
+
+    activation: str
+    neuron: Neuron
+    noise: Noise
+    learn_threshold: bool
+    learn_std: bool
+    qcfs_levels: int
+    batch_norm: bool
+    fold_bn: bool
+    dtype: Any
+
+    def activate(self, name: str) -> Activation:
+        """The activation layer ``name`` (spiking, ReLU or QCFS)."""
+        return Activation(self.activation, self.neuron, self.noise, self.learn_threshold, self.learn_std,
+                          False, self.qcfs_levels, name=name)
+
+
+class Block(nn.Module):
+    """``conv{suffix}``/``dense{suffix}`` -> ``bn{suffix}`` -> ``act{suffix}``: a layer that owns its
+    batch norm and activation. Its modules live in the parent's namespace (``nn.share_scope``), so
+    parameter names are those of a flat network. ``activate=False`` stops after the batch norm (a
+    residual branch, added before the neuron)."""
+
+    spec: LayerSpec
+    suffix: str
+    width: int
+    conv: bool = True
+    kernel: int = 3
+    stride: int = 1
+    activate: bool = True
+
+    @nn.compact
+    def __call__(self, x: Array, mode: Mode, constant: bool = False) -> Array:
+        """``x [(T,) B, ...]`` -> the block's output; ``constant``: ``x`` is the first layer's ``[B, ...]``."""
+        spec = self.spec
+        bias = spec.fold_bn or not spec.batch_norm
+        if self.conv:
+            x = nn.Conv(self.width, (self.kernel, self.kernel), strides=(self.stride, self.stride), padding="SAME",
+                        use_bias=bias, dtype=spec.dtype, name=f"conv{self.suffix}")(x)
+        else:
+            x = nn.Dense(self.width, use_bias=bias, dtype=spec.dtype, name=f"dense{self.suffix}")(x)
+        if not bias:
+            x = nn.BatchNorm(use_running_average=not mode.train, momentum=BN_MOMENTUM, epsilon=BN_EPS,
+                             dtype=spec.dtype, name=f"bn{self.suffix}")(x)
+        return spec.activate(f"act{self.suffix}")(x, **mode.neuron(constant)) if self.activate else x
+
+
+class ResidualBlock(nn.Module):
+    """A ResNet block on currents: ``act(bn(conv(...)) + shortcut(x))`` (docs/method.md section 4);
+    basic (3x3-3x3) or bottleneck (1x1-3x3-1x1, width x4). Modules in the parent's namespace."""
+
+    spec: LayerSpec
+    tag: str  # in its modules' names: conv{tag}_a, bn{tag}_a, act{tag}_out, ...
+    width: int
+    stride: int = 1
+    bottleneck: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array, mode: Mode) -> Array:
+        """``x [(T,) B, H, W, C]`` -> the block's spikes (or activations)."""
+        w = self.width
+
+        def block(part: str, width: int, kernel: int, stride: int = 1, activate: bool = True) -> Block:
+            b = Block(self.spec, f"{self.tag}_{part}", width, True, kernel, stride, activate,
+                      name=f"block{self.tag}_{part}")
+            nn.share_scope(self, b)
+            return b
+
+        if self.bottleneck:
+            h = block("a", w, 1)(x, mode)
+            h = block("b", w, 3, self.stride)(h, mode)
+            out_width = 4 * w
+            h = block("c", out_width, 1, activate=False)(h, mode)
+        else:
+            h = block("a", w, 3, self.stride)(x, mode)
+            out_width = w
+            h = block("b", w, 3, activate=False)(h, mode)
+        shortcut = x
+        if self.stride != 1 or x.shape[-1] != out_width:
+            shortcut = block("sc", out_width, 1, self.stride, activate=False)(x, mode)
+        return self.spec.activate(f"act{self.tag}_out")(h + shortcut, **mode.neuron())
+
+
 class _SNNBase(nn.Module):
     """Shared fields: classes, activation, neuron and noise, batch-norm handling, dtype."""
 
@@ -59,45 +162,26 @@ class _SNNBase(nn.Module):
     qcfs_levels: int = 4  # quantization levels L of activation="qcfs"
     dtype: Any = jnp.float32
 
-    def _norm(self, x: Array, suffix: str | int, train: bool) -> Array:
-        if self.fold_bn or not self.batch_norm:
-            return x
-        return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS,
-                            dtype=self.dtype, name=f"bn{suffix}")(x)
-
     @property
-    def _layer_bias(self) -> bool:
-        return self.fold_bn or not self.batch_norm
+    def spec(self) -> LayerSpec:
+        """The settings this model's blocks share."""
+        return LayerSpec(self.activation, self.neuron, self.noise, self.learn_threshold, self.learn_std,
+                         self.qcfs_levels, self.batch_norm, self.fold_bn, self.dtype)
 
-    def _act(self, x: Array, suffix: str | int, mode: dict) -> Array:
-        return Activation(self.activation, self.neuron, self.noise, self.learn_threshold,
-                          self.learn_std, False, self.qcfs_levels, name=f"act{suffix}")(x, **mode)
-
-    def _block(self, x: Array, i: int | str, width: int, conv: bool, train: bool, T: int, constant: bool,
-               sample_noise: bool | None, stateful: bool, kernel: int = 3, stride: int = 1) -> Array:
-        """``conv{i}``/``dense{i}`` -> ``bn{i}`` -> ``act{i}``; under ``nn.remat`` when ``remat``, so
+    def _shared(self, cls: type[nn.Module], tag: str, *args) -> nn.Module:
+        """A block of ``cls`` in this model's namespace; under ``nn.remat`` when ``remat``, so
         backpropagation stores only the block's input and recomputes the rest."""
-        fn = _block_fn
         if self.remat:
-            fn = nn.remat(_block_fn, static_argnums=tuple(range(2, 12)))
-        return fn(self, x, i, width, conv, train, T, constant, sample_noise, stateful, kernel, stride)
+            static = (2, 3) if cls is Block else (2,)  # (self, x, mode[, constant])
+            cls = nn.remat(cls, static_argnums=static)
+        block = cls(self.spec, tag, *args, name=f"block{tag}")  # no parameters of its own: see share_scope
+        nn.share_scope(self, block)
+        return block
 
-
-def _conv(mdl: _SNNBase, x: Array, suffix: str | int, width: int, kernel: int = 3, stride: int = 1) -> Array:
-    return nn.Conv(width, (kernel, kernel), strides=(stride, stride), padding="SAME",
-                   use_bias=mdl._layer_bias, dtype=mdl.dtype, name=f"conv{suffix}")(x)
-
-
-def _block_fn(mdl: _SNNBase, x: Array, i: int | str, width: int, conv: bool, train: bool, T: int,
-              constant: bool, sample_noise: bool | None, stateful: bool, kernel: int = 3,
-              stride: int = 1) -> Array:
-    if conv:
-        x = _conv(mdl, x, i, width, kernel, stride)
-    else:
-        x = nn.Dense(width, use_bias=mdl._layer_bias, dtype=mdl.dtype, name=f"dense{i}")(x)
-    x = mdl._norm(x, i, train)
-    return mdl._act(x, i, dict(timesteps=T, constant=constant, train=train, sample_noise=sample_noise,
-                               stateful=stateful))
+    def _block(self, x: Array, i: int | str, width: int, conv: bool, mode: Mode, constant: bool = False,
+               kernel: int = 3, stride: int = 1) -> Array:
+        """``conv{i}``/``dense{i}`` -> ``bn{i}`` -> ``act{i}`` (a :class:`Block`)."""
+        return self._shared(Block, str(i), width, conv, kernel, stride)(x, mode, constant)
 
 
 class MLP(_SNNBase):
@@ -110,10 +194,11 @@ class MLP(_SNNBase):
                  sample_noise: bool | None = None, stateful: bool = False) -> Array:
         """Logits ``[B, K]``, averaged over ``timesteps`` in multi-step mode."""
         T = _check_mode(self.activation, timesteps, stateful)
+        mode = Mode(train, T, sample_noise, stateful)
         x = x.reshape((x.shape[0], -1)).astype(self.dtype)
         expanded = False
         for i, width in enumerate(self.hidden):
-            x = self._block(x, i, width, False, train, T, not expanded, sample_noise, stateful)
+            x = self._block(x, i, width, False, mode, constant=not expanded)
             expanded = expanded or T > 1
         logits = nn.Dense(self.num_classes, dtype=self.dtype, name="readout")(x)
         return average_readout(self, logits, T if expanded else 1).astype(jnp.float32)
@@ -139,35 +224,16 @@ class CNN(_SNNBase):
             raise ValueError(f"pool={self.pool!r} is invalid; choose one of {list(POOLS)}")
         if x.ndim != 4:
             raise ValueError(f"CNN expects images [B, H, W, C]; got shape {tuple(x.shape)}")
-        x = x.astype(self.dtype)
+        x, mode = x.astype(self.dtype), Mode(train, T, sample_noise, stateful)
         expanded = False
         for i, width in enumerate(self.channels):
-            x = self._block(x, i, width, True, train, T, not expanded, sample_noise, stateful)
+            x = self._block(x, i, width, True, mode, constant=not expanded)
             expanded = expanded or T > 1
             if i in self.pool_after:
                 x = pool2d(x, self.pool, 2, 2)
         x = flatten_features(x, T if expanded else 1)
         logits = nn.Dense(self.num_classes, dtype=self.dtype, name="readout")(x)
         return average_readout(self, logits, T if expanded else 1).astype(jnp.float32)
-
-
-def _residual_fn(mdl: _SNNBase, x: Array, name: str, width: int, stride: int, bottleneck: bool,
-                 train: bool, T: int, sample_noise: bool | None, stateful: bool) -> Array:
-    """A ResNet block on currents: ``act(bn(conv(...)) + shortcut(x))`` (docs/method.md section 4)."""
-    mode = dict(timesteps=T, constant=False, train=train, sample_noise=sample_noise, stateful=stateful)
-    if bottleneck:
-        h = mdl._act(mdl._norm(_conv(mdl, x, f"{name}_a", width, 1), f"{name}_a", train), f"{name}_a", mode)
-        h = mdl._act(mdl._norm(_conv(mdl, h, f"{name}_b", width, 3, stride), f"{name}_b", train), f"{name}_b", mode)
-        out_width = 4 * width
-        h = mdl._norm(_conv(mdl, h, f"{name}_c", out_width, 1), f"{name}_c", train)
-    else:
-        h = mdl._act(mdl._norm(_conv(mdl, x, f"{name}_a", width, 3, stride), f"{name}_a", train), f"{name}_a", mode)
-        out_width = width
-        h = mdl._norm(_conv(mdl, h, f"{name}_b", width, 3), f"{name}_b", train)
-    shortcut = x
-    if stride != 1 or x.shape[-1] != out_width:
-        shortcut = mdl._norm(_conv(mdl, x, f"{name}_sc", out_width, 1, stride), f"{name}_sc", train)
-    return mdl._act(h + shortcut, f"{name}_out", mode)
 
 
 class VGG(_SNNBase):
@@ -186,13 +252,14 @@ class VGG(_SNNBase):
         if x.ndim != 4:
             raise ValueError(f"VGG expects images [B, H, W, C]; got shape {tuple(x.shape)}")
         x, i, expanded = x.astype(self.dtype), 0, False
+        mode = Mode(train, T, sample_noise, stateful)
         for widths in self.stages:
             for w in widths:
-                x = self._block(x, i, w, True, train, T, not expanded, sample_noise, stateful)
+                x = self._block(x, i, w, True, mode, constant=not expanded)
                 expanded, i = expanded or T > 1, i + 1
             x = pool2d(x, self.pool, 2, 2)
         x = flatten_features(x, T)
-        x = self._block(x, i, self.hidden, False, train, T, not expanded, sample_noise, stateful)
+        x = self._block(x, i, self.hidden, False, mode, constant=not expanded)
         logits = nn.Dense(self.num_classes, dtype=self.dtype, name="readout")(x)
         return average_readout(self, logits, T).astype(jnp.float32)
 
@@ -217,19 +284,16 @@ class ResNet(_SNNBase):
         T = _check_mode(self.activation, timesteps, stateful)
         if x.ndim != 4:
             raise ValueError(f"ResNet expects images [B, H, W, C]; got shape {tuple(x.shape)}")
-        x = x.astype(self.dtype)
+        x, mode = x.astype(self.dtype), Mode(train, T, sample_noise, stateful)
         if self.stem == "imagenet":
-            x = self._block(x, 0, self.widths[0], True, train, T, True, sample_noise, stateful, 7, 2)
+            x = self._block(x, 0, self.widths[0], True, mode, constant=True, kernel=7, stride=2)
             x = pool2d(x, "max", 3, 2, "SAME")
         else:
-            x = self._block(x, 0, self.widths[0], True, train, T, True, sample_noise, stateful)
-        fn = _residual_fn
-        if self.remat:
-            fn = nn.remat(_residual_fn, static_argnums=tuple(range(2, 10)))
+            x = self._block(x, 0, self.widths[0], True, mode, constant=True)
         for s, (n, w) in enumerate(zip(self.stage_sizes, self.widths)):
             for b in range(n):
                 stride = 2 if b == 0 and s > 0 else 1
-                x = fn(self, x, f"s{s}b{b}", w, stride, self.bottleneck, train, T, sample_noise, stateful)
+                x = self._shared(ResidualBlock, f"s{s}b{b}", w, stride, self.bottleneck)(x, mode)
         x = jnp.mean(x, axis=(-3, -2))  # global average pooling: [(T,) B, H, W, C] -> [(T,) B, C]
         logits = nn.Dense(self.num_classes, dtype=self.dtype, name="readout")(x)
         return average_readout(self, logits, T).astype(jnp.float32)
