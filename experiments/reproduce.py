@@ -65,7 +65,7 @@ def _train(name: str, overrides: list[str], args) -> tuple[str, float]:
 
 def _curve(model, variables, ds, timesteps, bs=500) -> list[float]:
     folded = convert.fold_batchnorm(model, variables, ds.x_test[:1])
-    return [evaluate.evaluate(*folded, ds.x_test, ds.y_test, T, bs)["accuracy"] for T in timesteps]
+    return [evaluate.evaluate(*folded, ds.x_test, ds.y_test, T, batch_size=bs)["accuracy"] for T in timesteps]
 
 
 def train_step_memory(config, ds, timesteps: int) -> float:

@@ -98,7 +98,7 @@ def flatten_rates(tree: Any) -> dict[str, float]:
     return flat
 
 
-def evaluate(model: Any, variables: Variables, x: np.ndarray, y: np.ndarray, timesteps: int = 1,
+def evaluate(model: Any, variables: Variables, x: np.ndarray, y: np.ndarray, timesteps: int = 1, *,
              batch_size: int = 500, sample_noise_key: Array | None = None,
              max_rows: int = 8192, mesh: Any = None) -> dict[str, Any]:
     """Accuracy and mean per-layer firing rates over ``(x, y)`` at ``timesteps``.
@@ -109,20 +109,20 @@ def evaluate(model: Any, variables: Variables, x: np.ndarray, y: np.ndarray, tim
     :func:`evaluate_examples`).
     """
     x, y = np.asarray(x), np.asarray(y)
-    return evaluate_examples(model, variables, lambda idx: (x[idx], y[idx]), len(y), timesteps,
-                             batch_size, sample_noise_key, max_rows, mesh)
+    return evaluate_examples(model, variables, lambda idx: (x[idx], y[idx]), len(y), timesteps, batch_size=batch_size,
+                             sample_noise_key=sample_noise_key, max_rows=max_rows, mesh=mesh)
 
 
-def evaluate_dataset(model: Any, variables: Variables, ds: Any, timesteps: int = 1, batch_size: int = 500,
+def evaluate_dataset(model: Any, variables: Variables, ds: Any, timesteps: int = 1, *, batch_size: int = 500,
                      sample_noise_key: Array | None = None, max_rows: int = 8192,
                      mesh: Any = None) -> dict[str, Any]:
     """:func:`evaluate` over the test split of a dataset (``ds.test_examples``); each process
     loads only its rows of each batch."""
-    return evaluate_examples(model, variables, ds.test_examples, ds.num_test, timesteps, batch_size,
-                             sample_noise_key, max_rows, mesh)
+    return evaluate_examples(model, variables, ds.test_examples, ds.num_test, timesteps, batch_size=batch_size,
+                             sample_noise_key=sample_noise_key, max_rows=max_rows, mesh=mesh)
 
 
-def evaluate_examples(model: Any, variables: Variables, fetch, n: int, timesteps: int = 1,
+def evaluate_examples(model: Any, variables: Variables, fetch, n: int, timesteps: int = 1, *,
                       batch_size: int = 500, sample_noise_key: Array | None = None,
                       max_rows: int = 8192, mesh: Any = None) -> dict[str, Any]:
     """Accuracy and firing rates over examples ``fetch(indices) -> (x, y)``, ``indices < n``.
@@ -209,7 +209,7 @@ def evaluate_run(workdir: str, timesteps: tuple[int, ...] | None = None, fold_bn
     config, model, variables, ds, step = restore_run(workdir, log, data_dir)
     mesh = parallel.make_mesh() if jax.device_count() > 1 else None
     bs = config.eval.batch_size
-    run_eval = lambda m, v, T, **kw: evaluate_dataset(m, v, ds, T, bs, mesh=mesh, **kw)  # noqa: E731
+    run_eval = lambda m, v, T, **kw: evaluate_dataset(m, v, ds, T, batch_size=bs, mesh=mesh, **kw)  # noqa: E731
     timesteps = tuple(timesteps or config.eval.timesteps)
     extra: dict[str, Any] = {}
     if config.method in ("convert", "qcfs"):

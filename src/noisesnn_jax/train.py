@@ -267,7 +267,8 @@ class _Loop:
             if step % spe:  # stopped inside an epoch: no epoch summary
                 log(f"stopped at step {step} (epoch {epoch + 1} unfinished); re-run to continue")
                 break
-            ev = evaluate_dataset(self.model, variables_of(state), ds, 1, config.eval.batch_size, mesh=self.mesh)
+            ev = evaluate_dataset(self.model, variables_of(state), ds, 1, batch_size=config.eval.batch_size,
+                                  mesh=self.mesh)
             sums = jax.device_get(sums)
             last = {"epoch": epoch + 1, "step": step, "train_loss": float(sums["loss"]) / count,
                     "train_accuracy": float(sums["accuracy"]) / count, "test_accuracy_t1": ev["accuracy"],
