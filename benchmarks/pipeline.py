@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -49,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", default="1,2")
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
+    from noisesnn_jax import timing
     from noisesnn_jax.tfds_data import load_tfds
 
     out = {"size": args.size, "batch": args.batch, "jpeg": "375x500", "cpus": os.cpu_count()}
@@ -58,13 +58,9 @@ def main(argv: list[str] | None = None) -> int:
             ds = load_tfds("imagenet2012", data_dir=d, image_size=args.size, workers=w)
             for kind, fn in (("train", lambda s: ds.train_batch(args.batch, 0, s)),
                              ("eval", lambda s: ds.test_examples(np.arange(args.batch)))):
-                fn(0)
-                times = []
-                for s in range(1, args.repeats + 1):
-                    t0 = time.perf_counter()
-                    fn(s)
-                    times.append(time.perf_counter() - t0)
-                out[f"{kind}_images_per_s_workers{w}"] = round(args.batch / statistics.median(times), 1)
+                steps = itertools.count()  # a new batch each call
+                seconds = timing.measure({"case": lambda fn=fn: fn(next(steps))}, args.repeats, warmup=1)["case"]
+                out[f"{kind}_images_per_s_workers{w}"] = round(args.batch / seconds, 1)
     print(json.dumps(out))
     return 0
 

@@ -215,3 +215,28 @@ def test_evaluation_records_provenance_and_cli_basics(tiny_config, tmp_path, cap
     assert "epochs: 7" in capsys.readouterr().out
     assert cli.main(["config", "--config.train.epochz=7"]) == 2
     assert "epochz" in capsys.readouterr().err
+
+
+def test_tensorboard_event_files(tiny_config, tmp_path):
+    """--config.train.tensorboard=True writes TensorBoard event files (tensorboardX, no TensorFlow)."""
+    import glob
+    import struct
+
+    event_pb2 = pytest.importorskip("tensorboardX.proto.event_pb2")
+    w = str(tmp_path / "w")
+    tiny_config.train.tensorboard = True
+    tiny_config.train.log_every_steps = 20
+    train_and_evaluate(tiny_config, w, progress=False, log=lambda m: None)
+    (path,) = glob.glob(os.path.join(w, "tensorboard", "events.out.tfevents.*"))
+    tags = {}
+    with open(path, "rb") as f:  # TFRecord framing: length, its CRC, the record, its CRC
+        while header := f.read(12):
+            (n,) = struct.unpack("<Q", header[:8])
+            event = event_pb2.Event.FromString(f.read(n))
+            f.read(4)
+            for v in event.summary.value:
+                tags.setdefault(v.tag, []).append((event.step, v.simple_value))
+    epochs = [json.loads(s) for s in open(os.path.join(w, "metrics.jsonl"))]
+    assert [s for s, _ in tags["epoch/test_accuracy_t1"]] == [e["step"] for e in epochs]
+    assert tags["epoch/test_accuracy_t1"][-1][1] == pytest.approx(epochs[-1]["test_accuracy_t1"])
+    assert len(tags["train/loss"]) == (2 * 1352 // 32) // 20

@@ -57,7 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict({
         "epochs": 15, "batch_size": 64, "optimizer": "adam", "learning_rate": 1e-3,
         "schedule": "cosine", "weight_decay": 0.0, "momentum": 0.9, "label_smoothing": 0.0,
-        "checkpoint_every_steps": 0, "keep_checkpoints": 3, "log_every_steps": 0,
+        "checkpoint_every_steps": 0, "keep_checkpoints": 3, "log_every_steps": 0, "tensorboard": False,
         "timesteps": 4, "remat": False, "warmup_epochs": 0.0})
     # Classic conversion (method=convert): per-layer threshold = this percentile of the ANN's
     # activations on the first num_batches training batches; v_init in units of the threshold.
@@ -210,6 +210,10 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              "train.checkpoint_every_steps", t.checkpoint_every_steps, "use 0 (every epoch) or a positive integer")
     _require(isinstance(t.keep_checkpoints, int) and t.keep_checkpoints >= 1, "train.keep_checkpoints",
              t.keep_checkpoints, "it must be an integer >= 1")
+    _require(isinstance(t.get("log_every_steps", 0), int) and t.get("log_every_steps", 0) >= 0,
+             "train.log_every_steps", t.get("log_every_steps"), "use 0 (only a line per epoch) or a positive integer")
+    _require(isinstance(t.get("tensorboard", False), bool), "train.tensorboard", t.get("tensorboard"),
+             "use True (TensorBoard event files in <workdir>/tensorboard; needs tensorboardX) or False")
     _require(isinstance(t.timesteps, int) and t.timesteps >= 1, "train.timesteps", t.timesteps,
              "it must be an integer >= 1 (the BPTT unroll length)")
     _require(isinstance(m.qcfs_levels, int) and m.qcfs_levels >= 1, "model.qcfs_levels", m.qcfs_levels,

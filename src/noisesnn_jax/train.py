@@ -151,17 +151,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     except ImportError:  # pragma: no cover
         progress, tqdm = False, None
     final = total if stop_at_step is None else min(total, int(stop_at_step))
+    writer = tensorboard_writer(workdir) if t.get("tensorboard", False) and main_process else None
     loop = _Loop(config=config, ds=ds, model=model, step_fn=step_fn, rows=rows, to_device=to_device, mesh=mesh,
                  noise_key=noise_key, manager=manager, steps_per_epoch=spe,
                  checkpoint_every=t.checkpoint_every_steps or spe,
                  metrics_path=os.path.join(workdir, "metrics.jsonl") if main_process else None,
-                 log=log, tqdm=tqdm if progress else None)
+                 log=log, tqdm=tqdm if progress else None, writer=writer)
     try:
         last = loop.run(state, final)
     finally:
         loop.stop.restore()
+        if writer is not None:
+            writer.close()
     manager.close()
     return last
+
+
+def tensorboard_writer(workdir: str):
+    """A TensorBoard event-file writer in ``<workdir>/tensorboard`` (tensorboardX: no TensorFlow)."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        raise ConfigError("config.train.tensorboard=True needs tensorboardX (it writes TensorBoard event files "
+                          "without TensorFlow): pip install 'noisesnn-jax[tensorboard]', or set it False") from None
+    return SummaryWriter(os.path.join(workdir, "tensorboard"))
 
 
 class _StopOnSignal:
@@ -216,6 +229,7 @@ class _Loop:
     metrics_path: str | None  # None on processes other than 0
     log: Callable[[str], None]
     tqdm: Any  # the progress-bar class, or None
+    writer: Any = None  # a TensorBoard SummaryWriter, or None
     stop: _StopOnSignal = dataclasses.field(default_factory=_StopOnSignal)
 
     def run(self, state: TrainState, final: int) -> dict[str, Any]:
@@ -249,6 +263,9 @@ class _Loop:
                     done = step - first_step
                     rate = done / max(time.perf_counter() - started, 1e-9)
                     mean = jax.device_get(sums)
+                    if self.writer is not None:
+                        self.writer.add_scalar("train/loss", float(mean["loss"]) / count, step)
+                        self.writer.add_scalar("train/steps_per_second", rate, step)
                     log(f"step {step}/{final} (epoch {epoch + 1})  loss {float(mean['loss']) / count:.4f}  "
                         f"train acc {float(mean['accuracy']) / count:.4f}  {rate:.2f} steps/s  "
                         f"ETA {_duration((final - step) / max(rate, 1e-9))}")
@@ -275,6 +292,10 @@ class _Loop:
                     "epoch_seconds": round(seconds, 3), "steps": count}
             if self.metrics_path:
                 _write_jsonl(self.metrics_path, last)
+            if self.writer is not None:
+                for key in ("train_loss", "train_accuracy", "test_accuracy_t1", "epoch_seconds"):
+                    self.writer.add_scalar(f"epoch/{key}", last[key], step)
+                self.writer.flush()
             log(f"epoch {epoch + 1:3d}/{t.epochs}  loss {last['train_loss']:.4f}  "
                 f"train acc {last['train_accuracy']:.4f}  test acc (T=1) {ev['accuracy']:.4f}  "
                 f"{seconds:.1f}s")
