@@ -12,6 +12,11 @@ layer without ``constant=True``) raises an error instead of guessing.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -26,12 +31,35 @@ STATE_COLLECTION = "neuron_state"
 
 READOUT_COLLECTION = "readout"
 
+# The graph trace of :mod:`noisesnn_jax.export`: while one is active, the functions below report
+# each call (operation, inputs, output, attributes), so that the exporter sees the operations
+# between modules (pooling, flattening, additions) as well as the modules themselves.
+_TRACE: contextvars.ContextVar[list | None] = contextvars.ContextVar("noisesnn_graph_trace", default=None)
+
+
+@contextlib.contextmanager
+def graph_trace(sink: list | None = None) -> Iterator[list]:
+    """Record the calls of this module's functions, in order, as ``(op, inputs, output, attributes)``
+    into ``sink`` (a new list by default), which it yields."""
+    token = _TRACE.set([] if sink is None else sink)
+    try:
+        yield _TRACE.get()
+    finally:
+        _TRACE.reset(token)
+
+
+def _record(op: str, inputs: tuple[Array, ...], output: Array, **attrs: Any) -> Array:
+    trace = _TRACE.get()
+    if trace is not None:
+        trace.append((op, inputs, output, attrs))
+    return output
+
 
 def flatten_features(x: Array, timesteps: int = 1) -> Array:
     """Flatten each example's features, keeping the leading batch axis, or the ``[T, B]`` axes of a
     multi-step tensor: ``[B, H, W, C] -> [B, H*W*C]``, ``[T, B, H, W, C] -> [T, B, H*W*C]``."""
     lead = 2 if timesteps > 1 else 1
-    return x.reshape(x.shape[:lead] + (-1,))
+    return _record("flatten", (x,), x.reshape(x.shape[:lead] + (-1,)))
 
 
 def pool2d(x: Array, kind: str, window: int, stride: int, padding: str = "VALID") -> Array:
@@ -41,7 +69,21 @@ def pool2d(x: Array, kind: str, window: int, stride: int, padding: str = "VALID"
     pool = {"avg": nn.avg_pool, "max": nn.max_pool}[kind]
     lead = x.shape[:-3]
     y = pool(x.reshape((-1,) + x.shape[-3:]), (window, window), strides=(stride, stride), padding=padding)
-    return y.reshape(lead + y.shape[1:])
+    return _record("pool", (x,), y.reshape(lead + y.shape[1:]), kind=kind, window=window, stride=stride,
+                   padding=padding)
+
+
+def global_avg_pool(x: Array) -> Array:
+    """Mean over ``H, W``: ``[..., H, W, C] -> [..., C]``."""
+    return _record("global_avg_pool", (x,), jnp.mean(x, axis=(-3, -2)))
+
+
+def add(*xs: Array) -> Array:
+    """The sum of currents (a residual connection): ``x_1 + ... + x_n``, all of one shape."""
+    out = xs[0]
+    for x in xs[1:]:
+        out = out + x
+    return _record("add", xs, out)
 
 
 def average_readout(module: nn.Module, logits: Array, timesteps: int) -> Array:
@@ -53,15 +95,19 @@ def average_readout(module: nn.Module, logits: Array, timesteps: int) -> Array:
     of the run from one pass: the mean of the first ``t`` steps is exactly the output of the same
     network run for ``T = t`` steps (the dynamics are causal and start from the same state).
     """
+    _record("readout", (logits,), logits, timesteps=timesteps)
+    sow = not module.is_initializing()  # the model's variables do not hold a batch's logits
     if timesteps == 1:
-        module.sow(READOUT_COLLECTION, "step_logits", logits[None])
+        if sow:
+            module.sow(READOUT_COLLECTION, "step_logits", logits[None])
         return logits
     if logits.ndim < 2 or logits.shape[0] != timesteps:
         raise ValueError(f"{type(module).__name__}: the readout at timesteps={timesteps} must be time-major "
                          f"[T={timesteps}, B, K]; got shape {tuple(logits.shape)}. Keep the time axis through "
                          f"the network (flatten with layers.flatten_features(x, timesteps)), and give the "
                          f"first spiking layer constant=True")
-    module.sow(READOUT_COLLECTION, "step_logits", logits)
+    if sow:
+        module.sow(READOUT_COLLECTION, "step_logits", logits)
     return logits.mean(axis=0)
 
 

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from noisesnn_jax.layers import ACTIVATION_KINDS, Activation, average_readout, flatten_features, pool2d
+from noisesnn_jax.layers import ACTIVATION_KINDS, Activation, add, average_readout, flatten_features, global_avg_pool, pool2d
 from noisesnn_jax.neurons import Neuron
 from noisesnn_jax.spikes import Noise
 
@@ -144,7 +144,7 @@ class ResidualBlock(nn.Module):
         shortcut = x
         if self.stride != 1 or x.shape[-1] != out_width:
             shortcut = block("sc", out_width, 1, self.stride, activate=False)(x, mode)
-        return self.spec.activate(f"act{self.tag}_out")(h + shortcut, **mode.neuron())
+        return self.spec.activate(f"act{self.tag}_out")(add(h, shortcut), **mode.neuron())
 
 
 class _SNNBase(nn.Module):
@@ -294,7 +294,7 @@ class ResNet(_SNNBase):
             for b in range(n):
                 stride = 2 if b == 0 and s > 0 else 1
                 x = self._shared(ResidualBlock, f"s{s}b{b}", w, stride, self.bottleneck)(x, mode)
-        x = jnp.mean(x, axis=(-3, -2))  # global average pooling: [(T,) B, H, W, C] -> [(T,) B, C]
+        x = global_avg_pool(x)  # [(T,) B, H, W, C] -> [(T,) B, C]
         logits = nn.Dense(self.num_classes, dtype=self.dtype, name="readout")(x)
         return average_readout(self, logits, T).astype(jnp.float32)
 
