@@ -166,6 +166,20 @@ def _cmd_prepare(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
+    if extra:
+        raise NoiseSNNError(f"export takes no config overrides (got {extra[0]!r}); it uses the workdir's saved config")
+    from noisesnn_jax.export import export_run
+    platforms = tuple(p for p in args.platforms.split(",") if p) if args.platforms else None
+    result = export_run(args.workdir, args.format, args.timesteps, args.out, data_dir=args.data_dir,
+                        platforms=platforms, log=lambda m: print(m, file=sys.stderr))
+    what = (f"{result['nodes']} nodes, {result['edges']} edges" if args.format == "nir"
+            else f"input {result['input_shape']}")
+    print(f"wrote {result['path']} ({args.format}, {result['bytes']:,} bytes, {what}; T={result['timesteps']}, "
+          f"checkpoint step {result['checkpoint_step']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``noisesnn``."""
     from noisesnn_jax import __version__
@@ -190,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", default=None,
                    help="where the TFDS dataset lives now (default: the training config's dataset.data_dir)")
     _add_distributed(e)
+    x = sub.add_parser("export", help="write a trained workdir's spiking network as a NIR graph or a StableHLO function")
+    x.add_argument("--workdir", required=True)
+    x.add_argument("--format", required=True, choices=("nir", "stablehlo"))
+    x.add_argument("--timesteps", type=int, required=True,
+                   help="T: the steps the StableHLO function runs (NIR: recorded in the graph's metadata)")
+    x.add_argument("--out", required=True, help="file to write (replaced only once it is complete)")
+    x.add_argument("--platforms", default="",
+                   help="stablehlo: comma-separated backends to lower for, e.g. cpu,cuda,tpu (default: this one)")
+    x.add_argument("--data-dir", default=None,
+                   help="where the TFDS dataset lives now (default: the training config's dataset.data_dir)")
     c = sub.add_parser("config", help="print the resolved config (a file, then --config.x=y overrides), validated")
     c.add_argument("--config", help="Python config file with get_config() (default: built-in)")
     r = sub.add_parser("prepare", help="write mnist or fashion_mnist as a TFDS dataset from its four idx files "
@@ -215,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     try:
-        commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "prepare": _cmd_prepare, "config": _cmd_config}
+        commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "prepare": _cmd_prepare, "config": _cmd_config,
+                    "export": _cmd_export}
         return commands[args.command](args, extra)
     except (NoiseSNNError, FloatingPointError) as e:
         print(f"noisesnn {args.command}: error: {e}", file=sys.stderr)

@@ -17,3 +17,7 @@ class DataError(NoiseSNNError, ValueError):
 
 class CheckpointError(NoiseSNNError):
     """A missing, corrupt or incompatible checkpoint."""
+
+
+class ExportError(NoiseSNNError, ValueError):
+    """A model that cannot be exported, or a graph that cannot be imported (the message names the layer)."""

@@ -214,14 +214,8 @@ def evaluate_run(workdir: str, timesteps: tuple[int, ...] | None = None, fold_bn
     extra: dict[str, Any] = {}
     if config.method in ("convert", "qcfs"):
         extra["ann_accuracy"] = run_eval(model, variables, 1)["accuracy"]
-        thresholds = None
-        if config.method == "convert":
-            batches = [ds.train_batch(config.train.batch_size, config.seed, i)[0]
-                       for i in range(config.convert.num_batches)]
-            thresholds = baselines.activation_statistics(model, variables, batches, config.convert.percentile)
-            extra["thresholds"] = thresholds
-        v_init = config.convert.v_init if config.method == "convert" else 0.5
-        model, variables = baselines.ann_to_snn(model, variables, thresholds, v_init)
+    model, variables, converted = spiking_network(config, model, variables, ds)
+    extra.update(converted)
     t1 = run_eval(model, variables, 1)
     spiking = model.activation == "spike"
     t1_noisy = t1
@@ -252,6 +246,23 @@ def evaluate_run(workdir: str, timesteps: tuple[int, ...] | None = None, fold_bn
         "firing_rates": rates, "ops": ops, "bn_folded": bool(fold_bn), "workdir": workdir, **extra,
         "provenance": provenance(step),
     }
+
+
+def spiking_network(config: Any, model: Any, variables: Variables, ds: Any) -> tuple[Any, Variables, dict[str, Any]]:
+    """The spiking network of a trained run: the model itself, or for the ``convert`` and ``qcfs``
+    baselines the ANN converted (``baselines.ann_to_snn``; ``convert`` sets its thresholds from
+    training batches). Returns ``(model, variables, {"thresholds": ...} where set)``."""
+    if config.method not in ("convert", "qcfs"):
+        return model, variables, {}
+    extra: dict[str, Any] = {}
+    thresholds = None
+    if config.method == "convert":
+        batches = [ds.train_batch(config.train.batch_size, config.seed, i)[0] for i in range(config.convert.num_batches)]
+        thresholds = baselines.activation_statistics(model, variables, batches, config.convert.percentile)
+        extra["thresholds"] = thresholds
+    v_init = config.convert.v_init if config.method == "convert" else 0.5
+    model, variables = baselines.ann_to_snn(model, variables, thresholds, v_init)
+    return model, variables, extra
 
 
 def provenance(step: int) -> dict[str, Any]:

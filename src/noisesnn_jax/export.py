@@ -1,0 +1,124 @@
+"""Deployment: a trained network as a NIR graph (:mod:`noisesnn_jax.nir`) or as a serialized
+StableHLO inference function (``jax.export``), from Python or ``noisesnn export``.
+
+The StableHLO artifact is the jitted multi-step inference ``images [b, ...] -> logits [b, K]``
+(averaged over ``T`` steps) with the batch-norm-folded weights inside it and a symbolic batch
+size. Loading and running it needs JAX alone, not this package::
+
+    from jax import export
+    exported = export.deserialize(open("model.stablehlo", "rb").read())
+    logits = exported.call(images)          # images [b, H, W, C] float32
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from noisesnn_jax.errors import ExportError
+
+Variables = dict[str, Any]
+FORMATS = ("nir", "stablehlo")
+
+
+def stablehlo(model: Any, variables: Variables, example: Any, timesteps: int, *,
+              platforms: Sequence[str] | None = None) -> jax.export.Exported:
+    """The multi-step inference of ``model`` at ``timesteps`` as a ``jax.export.Exported``.
+
+    Batch norm is folded first; the weights are constants of the function; the batch size is
+    symbolic (any ``b``). ``example`` gives the input shape past the batch axis. ``platforms``:
+    the backends to lower for (``cpu``, ``cuda``, ``rocm``, ``tpu``; default: the current one).
+    """
+    from noisesnn_jax.contract import check_model
+    from noisesnn_jax.convert import fold_batchnorm
+
+    check_model(model)
+    if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps < 1:
+        raise ExportError(f"timesteps={timesteps!r} is invalid; it must be an integer >= 1")
+    example = np.asarray(example, np.float32)
+    try:
+        model, variables = fold_batchnorm(model, variables, example)
+    except ValueError as e:
+        raise ExportError(f"batch norm cannot be folded for export: {e}") from None
+    variables = jax.tree_util.tree_map(jnp.asarray, variables)
+
+    def infer(images: jax.Array) -> jax.Array:
+        return model.apply(variables, images, timesteps=timesteps).astype(jnp.float32)
+
+    dims = ", ".join(str(d) for d in example.shape[1:])
+    spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"b, {dims}"), jnp.float32)
+    try:
+        return jax.export.export(jax.jit(infer), platforms=platforms)(spec)
+    except ValueError as e:
+        raise ExportError(f"the model does not export with a symbolic batch size ({e})") from None
+
+
+def serialize(exported: jax.export.Exported) -> bytes:
+    """The bytes of an exported function (``jax.export.deserialize`` reads them back)."""
+    try:
+        return bytes(exported.serialize())
+    except ImportError:
+        raise ExportError("serializing StableHLO needs the flatbuffers package: pip install 'noisesnn-jax[export]'") \
+            from None
+
+
+def write_atomic(path: str, write: Callable[[str], None]) -> int:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then move it into place: a failed
+    write leaves nothing at ``path`` (and an existing file there untouched). Returns the size."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}-", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return os.path.getsize(path)
+
+
+def export_run(workdir: str, fmt: str, timesteps: int, out: str, *, data_dir: str | None = None,
+               platforms: Sequence[str] | None = None, log=print) -> dict[str, Any]:
+    """Export the spiking network of a training workdir (the latest checkpoint) to ``out``.
+
+    ``fmt`` is ``nir`` (the graph, with ``timesteps`` in its metadata) or ``stablehlo`` (the
+    inference function at ``timesteps``). The ``convert``/``qcfs`` baselines are converted to
+    their spiking network first. Returns what was written.
+
+    Raises:
+      ExportError: an unknown format, a network that cannot be expressed (the layer named);
+      CheckpointError: a workdir without a checkpoint. Nothing is written then.
+    """
+    from noisesnn_jax import nir as nir_lib
+    from noisesnn_jax.checkpoint import restore_run
+    from noisesnn_jax.evaluate import spiking_network
+
+    if fmt not in FORMATS:
+        raise ExportError(f"format {fmt!r} is unknown; choose one of {list(FORMATS)}")
+    if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps < 1:
+        raise ExportError(f"timesteps={timesteps!r} is invalid; it must be an integer >= 1")
+    config, model, variables, ds, step = restore_run(workdir, log, data_dir)
+    model, variables, _ = spiking_network(config, model, variables, ds)
+    example = np.asarray(ds.test_examples(np.arange(min(8, ds.num_test)))[0], np.float32)
+    if fmt == "nir":
+        graph = nir_lib.to_nir(model, variables, example, timesteps=timesteps)
+        size = nir_lib.write(graph, out)
+        detail = {"nodes": len(graph.nodes), "edges": len(graph.edges)}
+    else:
+        data = serialize(stablehlo(model, variables, example, timesteps, platforms=platforms))
+
+        def dump(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                f.write(data)
+
+        size = write_atomic(out, dump)
+        detail = {"input_shape": ["b", *example.shape[1:]]}
+    return {"format": fmt, "path": out, "bytes": size, "timesteps": timesteps, "checkpoint_step": int(step),
+            "model": config.model.name, "dataset": config.dataset.name, **detail}
