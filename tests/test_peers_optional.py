@@ -70,3 +70,29 @@ def test_peer_network_and_timings(peers, status, name):
     assert set(r["inference_s"]) == {2}
     for t in [*r["inference_s"].values(), r["train_step_s"]]:
         assert isinstance(t, float) and math.isfinite(t) and t > 0
+
+
+def test_snntorch_reads_our_nir_graph_with_the_same_predictions(tmp_path):
+    """experiments/nir_interop.py's snnTorch reader, after its documented mapping step, predicts
+    what this library predicts (peers environment only)."""
+    pytest.importorskip("snntorch")
+    pytest.importorskip("nirtorch")
+    nir = pytest.importorskip("nir")
+    import jax
+    import numpy as np
+
+    from noisesnn_jax import evaluate, models
+    from noisesnn_jax import nir as snir
+
+    spec = importlib.util.spec_from_file_location(
+        "nir_interop", os.path.join(os.path.dirname(PATH), "..", "experiments", "nir_interop.py"))
+    interop = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(interop)
+    model = models.CNN(channels=(4, 8), pool_after=(0, 1))
+    x = np.asarray(jax.random.uniform(jax.random.key(1), (32, 12, 12, 1)))
+    v = {k: c for k, c in model.init(jax.random.key(0), x).items() if k in ("params", "batch_stats")}
+    path = str(tmp_path / "cnn.nir")
+    snir.write(snir.to_nir(model, v, x), path)
+    got = interop.snntorch_predict(nir.read(path), np.ascontiguousarray(x.transpose(0, 3, 1, 2)), 8)
+    want = np.asarray(evaluate.predict(model, v, x, 8)[0]).argmax(-1)
+    np.testing.assert_array_equal(got, want)
