@@ -18,3 +18,8 @@ def test_readme_python_example_runs():
     assert scope["spikes"].shape == (8, 3)
     assert scope["per_step"].shape == (8, 4, 10)
     assert scope["result"]["total"] == 4 and 0 <= scope["result"]["accuracy"] <= 1
+    assert [type(scope["graph"].nodes[n]).__name__ for n in scope["graph"].nodes][-2:] == ["Affine", "Output"]
+    back = scope["net_back"].apply(scope["variables_back"], scope["xs"], timesteps=8)
+    assert abs(back - scope["logits_t8"]).max() < 1e-5
+    assert scope["nnx_logits_t8"].shape == (4, 10)
+    assert set(scope["linen_vars"]) == {"params"}
