@@ -112,6 +112,8 @@ def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
     init_distributed(args)
     import jax
 
+    if args.early_exit:
+        return _early_exit(args)
     from noisesnn_jax.evaluate import evaluate_run
     result = evaluate_run(args.workdir, args.timesteps, fold_bn=not args.no_fold_bn,
                           log=lambda m: print(m, file=sys.stderr), data_dir=args.data_dir)
@@ -146,6 +148,32 @@ def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
             json.dump(result, f, indent=1)
     if args.plot:
         plot_accuracy([result], args.plot, [os.path.basename(os.path.normpath(args.workdir))])
+    return 0
+
+
+def _early_exit(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from noisesnn_jax.early_exit import ExitRule
+    from noisesnn_jax.evaluate import early_exit_run
+    rule = ExitRule.parse(args.early_exit)
+    r = early_exit_run(args.workdir, rule, max(args.timesteps) if args.timesteps else None, data_dir=args.data_dir,
+                       log=lambda m: print(m, file=sys.stderr))
+    T = r["max_timesteps"]
+    print(f"{r['dataset']} / {r['model']}: early exit ({args.early_exit}) against fixed T={T}, {r['images']} test images")
+    print("| | accuracy (%) | mean steps | SOPs / image | wall (s) |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| fixed T={T} | {100 * r['fixed_accuracy']:.2f} | {T} | {r['fixed_sops']:.4g} | {r['fixed_wall_seconds']:.2f} |")
+    print(f"| early exit | {100 * r['accuracy']:.2f} | {r['mean_steps']:.2f} | {r['sops']:.4g} | {r['wall_seconds']:.2f} |")
+    hist = r["steps_histogram"]
+    print("steps used: " + ", ".join(f"{t}: {n}" for t, n in hist.items() if n))
+    print(f"same prediction as fixed T={T}: {r['same_as_fixed']} / {r['images']}; wall time "
+          f"{r['wall_seconds'] / r['fixed_wall_seconds']:.2f}x fixed T (SOPs exclude the first layer's "
+          f"{r['first_layer_macs']:.4g} MACs, paid once by both)")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(r, f, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
     return 0
 
 
@@ -201,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="write the results as JSON here")
     e.add_argument("--plot", help="write accuracy against T as a PNG here")
     e.add_argument("--no-fold-bn", action="store_true", help="do not fold batch norm")
+    e.add_argument("--early-exit", metavar="RULE", default=None,
+                   help="per-sample early exit up to the largest --timesteps: exact, margin:M or confidence:P "
+                        "(optionally ,min=K steps first); reports accuracy, steps used, SOPs and wall time "
+                        "against fixed T")
     e.add_argument("--data-dir", default=None,
                    help="where the TFDS dataset lives now (default: the training config's dataset.data_dir)")
     _add_distributed(e)

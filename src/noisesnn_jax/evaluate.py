@@ -265,6 +265,23 @@ def spiking_network(config: Any, model: Any, variables: Variables, ds: Any) -> t
     return model, variables, extra
 
 
+def early_exit_run(workdir: str, rule: Any, max_timesteps: int | None = None, *, data_dir: str | None = None,
+                   log=print) -> dict[str, Any]:
+    """Per-sample early exit (:mod:`noisesnn_jax.early_exit`) of a trained workdir's folded spiking
+    network over its test split, against the fixed ``max_timesteps`` run (default: the config's
+    largest ``eval.timesteps``)."""
+    from noisesnn_jax.early_exit import evaluate_early_exit
+
+    config, model, variables, ds, step = restore_run(workdir, log, data_dir)
+    model, variables, _ = spiking_network(config, model, variables, ds)
+    x, y = ds.test_examples(np.arange(ds.num_test))
+    model, variables = fold_batchnorm(model, variables, x[:8])
+    T = int(max_timesteps or max(config.eval.timesteps))
+    result = evaluate_early_exit(model, variables, x, y, T, rule, batch_size=config.eval.batch_size)
+    return {"dataset": config.dataset.name, "model": config.model.name, "workdir": workdir, **result,
+            "provenance": provenance(step)}
+
+
 def provenance(step: int) -> dict[str, Any]:
     """What produced a result: the checkpoint step, versions, backend, date."""
     import datetime

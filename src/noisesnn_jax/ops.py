@@ -22,10 +22,11 @@ ENERGY_AC_PJ = 0.9
 ENERGY_MAC_PJ = 4.6
 
 
-def connections(module: Any, a: Array) -> Array:
+def connections(module: Any, a: Array, per_example: bool = False) -> Array:
     """Synaptic events of a conv/dense ``module`` on input ``a``: the number of
     (input element, output element) connections whose input is nonzero, summed over the batch
-    (and over time: ``a`` may be ``[T, B, ...]``).
+    (and over time: ``a`` may be ``[T, B, ...]``); with ``per_example``, one count per example of
+    a ``[B, ...]`` input (``[B]``).
 
     With ``a`` all ones this is the layer's multiply-accumulate count (borders and strides exact).
     """
@@ -33,13 +34,39 @@ def connections(module: Any, a: Array) -> Array:
 
     mask = (a != 0).astype(jnp.float32)
     if isinstance(module, nn.Dense):
+        if per_example:
+            return jnp.sum(mask.reshape(mask.shape[0], -1), axis=1) * module.features
         return jnp.sum(mask) * module.features
+    lead = mask.shape[:-3]
     mask = mask.reshape((-1,) + mask.shape[-3:])  # leading [T, B] or [B] axes as one batch
     kh, kw = module.kernel_size
     ones = jnp.ones((kh, kw, a.shape[-1], 1), jnp.float32)
     strides = module.strides or (1, 1)
     strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
     reach = jax.lax.conv_general_dilated(mask, ones, strides, module.padding,
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if per_example:
+        return jnp.sum(reach.reshape(lead + (-1,)), axis=-1).reshape(lead[0], -1).sum(-1) * module.features
+    return jnp.sum(reach) * module.features
+
+
+def fanout(module: Any, example_shape: tuple[int, ...]) -> Array:
+    """The synapses each input element of a conv/dense ``module`` drives, for one example of shape
+    ``example_shape`` (borders and strides exact): the gradient of :func:`connections` with
+    respect to its input mask. ``sum(mask * fanout)`` is the layer's events on ``mask``."""
+    ones = jnp.ones((1,) + tuple(example_shape), jnp.float32)
+    return jax.grad(lambda a: _reach(module, a))(ones)[0]
+
+
+def _reach(module: Any, a: Array) -> Array:
+    import flax.linen as nn
+
+    if isinstance(module, nn.Dense):
+        return jnp.sum(a) * module.features
+    kh, kw = module.kernel_size
+    strides = module.strides or (1, 1)
+    strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
+    reach = jax.lax.conv_general_dilated(a, jnp.ones((kh, kw, a.shape[-1], 1), jnp.float32), strides, module.padding,
                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return jnp.sum(reach) * module.features
 

@@ -1,0 +1,305 @@
+"""Dynamic T: per-sample early exit at inference.
+
+The multi-step network runs one time step at a time (the model's ``stateful`` step, potentials
+carried between calls) and keeps, per sample, the sum ``S_t`` of the readout's logits over the
+steps so far; its prediction after ``t`` steps is ``argmax S_t`` (the prediction of the network
+run for ``T = t``). After each step, a rule decides which samples are settled; those leave the
+batch, which is compacted (the remaining rows gathered, padded up to a power of two so that only
+a few shapes compile), so a finished sample costs nothing more. Rules:
+
+- ``margin:m``: stop when the mean logits' top two differ by at least ``m``;
+- ``confidence:p``: stop when the softmax of the mean logits gives the leader at least ``p``;
+- ``exact``: stop when no spikes the remaining ``T - t`` steps could bring can change the
+  prediction of the full ``T`` steps. Each step adds ``z = W f + b`` to ``S``, where ``f`` is the
+  readout's input: spikes of amplitude 1 or their averages (pooling), so ``0 <= f <= 1`` (spike
+  amplitudes are folded into ``W``, as in the NIR export, :mod:`noisesnn_jax.nir`). Hence
+  ``z_c - z_k >= D_ck = (b_c - b_k) + sum_j min(0, W_cj - W_kj)`` for every step, and the leader
+  ``c`` stays the leader through step ``T`` when ``S_c - S_k + (T - t) D_ck > 0`` for all ``k``.
+  The bound is exact in the sense that stopping never changes the full-T prediction (tested); it
+  is loose (any spike pattern is allowed), so it stops late.
+
+``min_steps`` (default 1) steps run before any rule may stop a sample.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from noisesnn_jax.contract import check_model
+from noisesnn_jax.errors import ConfigError, ExportError
+
+Variables = dict[str, Any]
+RULES = ("margin", "confidence", "exact")
+_MIN_BUCKET = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class ExitRule:
+    """When a sample stops: ``kind`` in :data:`RULES`; ``threshold``: the margin (mean-logit units)
+    or the confidence (a probability in (0, 1)); ``min_steps``: steps before any stop."""
+
+    kind: str = "margin"
+    threshold: float = 1.0
+    min_steps: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in RULES:
+            raise ConfigError(f"early-exit rule {self.kind!r} is unknown; choose one of {list(RULES)}")
+        if self.kind == "confidence" and not 0 < self.threshold < 1:
+            raise ConfigError(f"confidence threshold {self.threshold!r} is invalid; it must be in (0, 1)")
+        if self.kind == "margin" and not (np.isfinite(self.threshold) and self.threshold >= 0):
+            raise ConfigError(f"margin threshold {self.threshold!r} is invalid; it must be a number >= 0")
+        if not isinstance(self.min_steps, int) or self.min_steps < 1:
+            raise ConfigError(f"min_steps={self.min_steps!r} is invalid; it must be an integer >= 1")
+
+    @classmethod
+    def parse(cls, text: str) -> ExitRule:
+        """``exact``, ``margin:M`` or ``confidence:P`` (optionally ``,min=K``)."""
+        head, _, rest = text.partition(",")
+        kind, _, value = head.partition(":")
+        min_steps = 1
+        if rest:
+            key, _, v = rest.partition("=")
+            if key != "min" or not v.isdigit():
+                raise ConfigError(f"early-exit option {rest!r} is invalid; the only option is min=K (steps)")
+            min_steps = int(v)
+        if kind == "exact":
+            if value:
+                raise ConfigError("the exact rule takes no threshold; write exact")
+            return cls("exact", 0.0, min_steps)
+        try:
+            threshold = float(value)
+        except ValueError:
+            raise ConfigError(f"early-exit rule {text!r} is invalid; write exact, margin:M or confidence:P") from None
+        return cls(kind, threshold, min_steps)
+
+
+def readout_bound(model: Any, variables: Variables, example: Any) -> np.ndarray:
+    """``D [K, K]``: a lower bound on ``z_c - z_k``, the difference any one step can add to two
+    classes' summed logits (see the module docstring). Found from the network's NIR trace (the
+    readout's folded weights and what feeds it).
+
+    Raises:
+      ExportError: the readout is not an affine map of spikes (or their averages).
+    """
+    from noisesnn_jax.nir import to_nir
+
+    graph = to_nir(model, variables, example, verify=False)
+    nodes, preds = graph.nodes, {}
+    for a, b in graph.edges:
+        preds.setdefault(b, []).append(a)
+    (src,) = preds["output"] if len(preds.get("output", [])) == 1 else (None,)
+    readout = nodes.get(src)
+    if type(readout).__name__ not in ("Affine", "Linear"):
+        raise ExportError("the exact early-exit rule needs a model whose output is one dense readout")
+    scale = _input_range(nodes, preds, src)
+    w = np.asarray(readout.weight, np.float64) * scale[None, :]
+    b = np.asarray(getattr(readout, "bias", np.zeros(w.shape[0])), np.float64)
+    diff = w[:, None, :] - w[None, :, :]  # [c, k, j]
+    return (b[:, None] - b[None, :]) + np.minimum(diff, 0.0).sum(-1)
+
+
+def _input_range(nodes: dict, preds: dict, name: str) -> np.ndarray:
+    """Per feature, the largest value the input of node ``name`` takes (its least is 0): spikes
+    reach it through pooling, flattening and scaling only."""
+    def upper(n: str) -> np.ndarray:
+        kind = type(nodes[n]).__name__
+        if kind in ("IF", "LIF"):
+            return np.ones(nodes[n].v_threshold.shape)
+        ins = preds.get(n, [])
+        if len(ins) != 1:
+            raise ExportError(f"the exact early-exit rule needs the readout fed by spikes alone; {n!r} sums "
+                              f"{len(ins)} inputs")
+        up = upper(ins[0])
+        if kind == "AvgPool2d":
+            return up.max(axis=(1, 2), keepdims=True) * np.ones((up.shape[0],) + _pooled(nodes[n], up.shape))
+        if kind == "Flatten":
+            return up.reshape(-1)
+        if kind == "Scale":
+            if np.any(np.asarray(nodes[n].scale) < 0):
+                raise ExportError("the exact early-exit rule needs non-negative spike scales")
+            return up * np.asarray(nodes[n].scale)
+        raise ExportError(f"the exact early-exit rule needs the readout fed by spikes through pooling or flattening; "
+                          f"{n!r} is a {kind}")
+
+    ins = preds.get(name, [])
+    if len(ins) != 1:
+        raise ExportError("the exact early-exit rule needs the readout fed by one spiking layer")
+    return upper(ins[0]).reshape(-1)
+
+
+def _pooled(node: Any, shape: tuple[int, ...]) -> tuple[int, int]:
+    k, s, p = (np.broadcast_to(np.ravel(getattr(node, a)), (2,)) for a in ("kernel_size", "stride", "padding"))
+    return tuple(int((shape[i + 1] + 2 * p[i] - k[i]) // s[i] + 1) for i in range(2))
+
+
+@functools.lru_cache(maxsize=16)
+def _step_fn(model: Any):
+    """Jitted ``(variables, state, x) -> (logits [B, K], state, synaptic events per row [B])``."""
+    import flax.linen as nn
+
+    from noisesnn_jax import ops
+    from noisesnn_jax.layers import STATE_COLLECTION
+
+    def step(variables, state, x):
+        seen: list = []
+
+        def count(next_fun, args, kwargs, context):
+            mod = context.module
+            if context.method_name == "__call__" and isinstance(mod, (nn.Conv, nn.Dense)):
+                a = args[0]  # [B, ...]; the fan-out map is a compile-time constant
+                spikes = (a != 0).astype(jnp.float32).reshape(a.shape[0], -1)
+                seen.append(spikes @ ops.fanout(mod, a.shape[1:]).reshape(-1))
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(count):
+            logits, new = model.apply({**variables, STATE_COLLECTION: state}, x, stateful=True,
+                                      mutable=[STATE_COLLECTION])
+        events = sum(seen[1:], jnp.zeros(x.shape[0]))  # the first layer's MACs are counted once, apart
+        return logits, new[STATE_COLLECTION], events
+
+    return jax.jit(step)
+
+
+def _bucket(n: int) -> int:
+    return max(_MIN_BUCKET, 1 << (int(n) - 1).bit_length())
+
+
+def predict_early_exit(model: Any, variables: Variables, images: Any, max_timesteps: int, rule: ExitRule,
+                       bound: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Run up to ``max_timesteps`` steps per sample, each sample stopping by ``rule``.
+
+    Returns ``predictions [B]``, ``steps [B]`` (steps each sample ran) and ``events [B]`` (its
+    synaptic events after the first layer, summed over its steps). ``bound``: the exact rule's
+    :func:`readout_bound` (computed when not given). The model must take ``stateful=True``
+    (the zoo's do) and start its neurons from their ``neuron_state`` initial value.
+    """
+    check_model(model)
+    if not isinstance(max_timesteps, int) or max_timesteps < 1:
+        raise ConfigError(f"max_timesteps={max_timesteps!r} is invalid; it must be an integer >= 1")
+    images = np.asarray(images, np.float32)
+    variables = {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
+    if rule.kind == "exact" and bound is None:
+        bound = readout_bound(model, variables, images[: min(len(images), 8)])
+    n = len(images)
+    step = _step_fn(model)
+    size = _bucket(n)
+    rows = np.minimum(np.arange(size), n - 1)  # padded rows repeat the last sample and are ignored
+    x = jnp.asarray(images[rows])
+    state: Any = {}  # empty: the first step creates each neuron's potential at its initial value
+    active = np.arange(n)  # sample index of each live row
+    sums = np.zeros((n, 0), np.float64)
+    steps = np.zeros(n, np.int64)
+    events = np.zeros(n, np.float64)
+    preds = np.zeros(n, np.int64)
+    for t in range(1, max_timesteps + 1):
+        logits, state, ev = step(variables, state, x)
+        live = len(active)
+        logits = np.asarray(logits, np.float64)[:live]
+        if sums.shape[1] == 0:
+            sums = np.zeros((n, logits.shape[1]), np.float64)
+        sums[active] += logits
+        steps[active] = t
+        events[active] += np.asarray(ev, np.float64)[:live]
+        if t == max_timesteps:
+            preds[active] = np.argmax(sums[active], -1)
+            break
+        done = _settled(rule, sums[active], t, max_timesteps, bound) if t >= rule.min_steps else np.zeros(live, bool)
+        if done.any():
+            preds[active[done]] = np.argmax(sums[active[done]], -1)
+            keep = np.flatnonzero(~done)
+            active = active[keep]
+            if len(active) == 0:
+                break
+            new_size = _bucket(len(active))
+            idx = np.concatenate([keep, np.full(new_size - len(keep), keep[-1])])
+            x = x[idx]
+            state = jax.tree_util.tree_map(lambda a: a[idx], state)
+    return {"predictions": preds, "steps": steps, "events": events}
+
+
+def _settled(rule: ExitRule, sums: np.ndarray, t: int, T: int, bound: np.ndarray | None) -> np.ndarray:
+    """Which rows (summed logits after ``t`` steps) may stop."""
+    mean = sums / t
+    if rule.kind == "margin":
+        top2 = np.sort(mean, axis=-1)[:, -2:]
+        return top2[:, 1] - top2[:, 0] >= rule.threshold
+    if rule.kind == "confidence":
+        z = mean - mean.max(-1, keepdims=True)
+        p = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+        return p.max(-1) >= rule.threshold
+    lead = np.argmax(sums, -1)
+    remaining = T - t
+    gap = sums[np.arange(len(sums)), lead][:, None] - sums + remaining * bound[lead]  # [rows, K]
+    gap[np.arange(len(sums)), lead] = np.inf
+    # a safety margin for float rounding between this sum and the full-T run's
+    tol = 1e-6 * (np.abs(sums).max(-1, keepdims=True) + remaining * np.abs(bound).max() + 1.0)
+    return np.all(gap > tol, axis=-1)
+
+
+def simulate_rule(step_logits: Any, rule: ExitRule, bound: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """What :func:`predict_early_exit` decides, computed from the per-step readout of a full run
+    (``evaluate.step_logits``, ``[T, B, K]``): ``predictions [B]`` and ``steps [B]``. Cheap, so a
+    threshold can be chosen by sweeping it over a validation set."""
+    logits = np.asarray(step_logits, np.float64)
+    T, n = logits.shape[:2]
+    sums = np.cumsum(logits, axis=0)
+    steps = np.full(n, T)
+    preds = np.argmax(sums[-1], -1)
+    live = np.ones(n, bool)
+    for t in range(max(1, rule.min_steps), T):
+        idx = np.flatnonzero(live)
+        done = _settled(rule, sums[t - 1, idx], t, T, bound)
+        steps[idx[done]] = t
+        preds[idx[done]] = np.argmax(sums[t - 1, idx[done]], -1)
+        live[idx[done]] = False
+    return {"predictions": preds, "steps": steps}
+
+
+def evaluate_early_exit(model: Any, variables: Variables, x: Any, y: Any, max_timesteps: int, rule: ExitRule, *,
+                        batch_size: int = 500, repeats: int = 1) -> dict[str, Any]:
+    """Accuracy, steps used (mean and histogram), synaptic operations per image and wall time of
+    early exit over ``(x, y)``, with the fixed-``T`` run's beside it. Wall times: the median of
+    ``repeats`` passes over the data, early exit and fixed T interleaved, after one untimed pass
+    each (which compiles every shape)."""
+    from noisesnn_jax import timing
+    from noisesnn_jax.evaluate import predict
+    from noisesnn_jax.ops import count_ops
+
+    x, y = np.asarray(x, np.float32), np.asarray(y)
+    bound = readout_bound(model, variables, x[:8]) if rule.kind == "exact" else None
+    early: dict[str, list] = {}
+    fixed: list = []
+
+    def run_early() -> None:
+        early.clear()
+        for s in range(0, len(x), batch_size):
+            r = predict_early_exit(model, variables, x[s:s + batch_size], max_timesteps, rule, bound)
+            for k, v in r.items():
+                early.setdefault(k, []).append(v)
+
+    def run_fixed() -> None:
+        fixed.clear()
+        for s in range(0, len(x), batch_size):
+            fixed.append(np.asarray(jnp.argmax(predict(model, variables, x[s:s + batch_size], max_timesteps)[0], -1)))
+
+    wall = timing.measure({"early": run_early, "fixed": run_fixed}, repeats=repeats, warmup=1)
+    preds, steps, events = (np.concatenate(early[k]) for k in ("predictions", "steps", "events"))
+    fixed_preds = np.concatenate(fixed)
+    fixed_ops = count_ops(model, variables, x[: min(len(x), 100)], max_timesteps)
+    return {
+        "rule": dataclasses.asdict(rule), "max_timesteps": max_timesteps, "images": int(len(y)),
+        "accuracy": float(np.mean(preds == y)), "fixed_accuracy": float(np.mean(fixed_preds == y)),
+        "same_as_fixed": int(np.sum(preds == fixed_preds)),
+        "mean_steps": float(steps.mean()),
+        "steps_histogram": {int(t): int(np.sum(steps == t)) for t in range(1, max_timesteps + 1)},
+        "sops": float(events.mean()), "fixed_sops": float(fixed_ops["sops"]),
+        "first_layer_macs": float(fixed_ops["first_layer_macs"]),
+        "wall_seconds": wall["early"], "fixed_wall_seconds": wall["fixed"], "repeats": repeats,
+    }
