@@ -15,12 +15,17 @@ The mapping step for snnTorch (what the graph's metadata says, applied to what i
   ``(spikes, membrane)`` pair);
 - it fires on ``mem > threshold`` as NIR writes; this library fires on ``v >= theta``: the threshold
   becomes the float just below theta (the same comparison in float32);
-- it resets by subtraction (its default), which is the graph's ``reset = subtract``;
+- it resets by subtraction (its default), the graph's ``reset = subtract``, but its importer sets
+  ``reset_delay=False``, whose guard against a double reset skips the subtraction when the
+  membrane was still above threshold after the previous step's reset (a residual above theta);
+  with ``reset_delay=True`` (snnTorch's own default) its membrane is this library's charged
+  potential ``m`` and the dynamics are the same: set it;
 - it starts every membrane at 0: set it to the node's ``v_init`` before the first step;
 - it passes ``Flatten``'s dims to ``torch.nn.Flatten`` unchanged, while NIR's dims exclude the batch
   axis: add one to them.
 
-Writes ``nir_interop.json`` and ``nir_interop.md`` to ``--out``.
+Writes the graph to ``<workdir>/export/nir_interop.nir`` and ``nir_interop.json``, ``nir_interop.md``
+to ``--out``.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ def snntorch_predict(graph, images_nchw: np.ndarray, timesteps: int, batch_size:
                 raise ValueError(f"{name}: snnTorch takes one threshold per layer")
             mod.beta = torch.tensor(1.0)
             mod.init_hidden = True  # return the spikes alone, keep the membrane inside
+            mod.reset_delay = True  # subtract theta at the next step: the soft reset, see the docstring
             mod.threshold = torch.tensor(float(np.nextafter(np.float32(theta[0]), np.float32(-np.inf))))
             neurons[name] = (mod, np.asarray(node.metadata.get("v_init", 0.0), np.float32))
         elif isinstance(mod, torch.nn.Flatten):
@@ -97,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from noisesnn_jax.export import export_run
 
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"{args.name}.nir")
+    path = os.path.join(args.workdir, "export", f"{args.name}.nir")  # beside the run, not in the results
     written = export_run(args.workdir, "nir", args.timesteps, path, log=lambda m: None)
     config, model, variables, ds, step = restore_run(args.workdir, log=lambda m: None)
     model, variables, _ = evaluate.spiking_network(config, model, variables, ds)

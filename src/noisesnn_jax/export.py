@@ -77,6 +77,9 @@ def write_atomic(path: str, write: Callable[[str], None]) -> int:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it private)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
