@@ -370,7 +370,7 @@ def to_nir(model: Any, variables: Variables, example: Any, *, timesteps: int | N
       example: a few inputs ``[B, ...]`` to trace the network on (and to check the export with).
       timesteps: the ``T`` the network is meant to run for, recorded in the graph's metadata.
       verify: import the graph back (:func:`from_nir`) and check that it gives the model's
-        per-step logits at ``T = 4`` on ``example``.
+        logits at ``T = 4`` on ``example``.
 
     Raises:
       ExportError: a layer that has no NIR node (named), or a graph that does not reproduce the model.
@@ -403,15 +403,16 @@ def to_nir(model: Any, variables: Variables, example: Any, *, timesteps: int | N
 
 
 def _verify(model: Any, variables: Variables, example: np.ndarray, graph: Any, timesteps: int = 4) -> None:
-    from noisesnn_jax.evaluate import step_logits
+    """Raise unless the graph, imported back, gives the model's output at ``timesteps`` on ``example``."""
+    from noisesnn_jax.evaluate import predict
     rows = example[: min(len(example), 8)]
-    want = np.asarray(step_logits(model, variables, rows, timesteps))
+    want = np.asarray(predict(model, variables, rows, timesteps)[0])
     net, net_vars = from_nir(graph)
-    got = np.asarray(step_logits(net, net_vars, rows, timesteps))
+    got = np.asarray(predict(net, net_vars, rows, timesteps)[0])
     err = float(np.max(np.abs(got - want)))
     if not err <= 1e-4 * max(1.0, float(np.max(np.abs(want)))):
-        raise ExportError(f"the exported graph does not reproduce {type(model).__name__} (per-step logits differ by "
-                          f"{err:.3g}): the model computes something the NIR trace does not see")
+        raise ExportError(f"the exported graph does not reproduce {type(model).__name__} (its logits at T={timesteps} "
+                          f"differ by {err:.3g}): the model computes something the NIR trace does not see")
 
 
 def write(graph: Any, path: str) -> int:
