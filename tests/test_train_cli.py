@@ -240,3 +240,33 @@ def test_tensorboard_event_files(tiny_config, tmp_path):
     assert [s for s, _ in tags["epoch/test_accuracy_t1"]] == [e["step"] for e in epochs]
     assert tags["epoch/test_accuracy_t1"][-1][1] == pytest.approx(epochs[-1]["test_accuracy_t1"])
     assert len(tags["train/loss"]) == (2 * 1352 // 32) // 20
+
+
+def test_init_from_starts_a_run_from_another_runs_variables(tiny_config, tmp_path):
+    """train.init_from: a fine-tune starts from the source run's params and batch statistics (the
+    optimizer afresh); a missing or different source is a one-line config error."""
+    import jax
+    import optax
+
+    from noisesnn_jax import config as config_lib
+    from noisesnn_jax.checkpoint import load_run
+    from noisesnn_jax.errors import ConfigError
+    from noisesnn_jax.state import build_model, create_state
+    from noisesnn_jax.train import _init_from, train_and_evaluate
+
+    src = str(tmp_path / "src")
+    tiny_config.train.epochs = 1
+    train_and_evaluate(config_lib.validate(tiny_config), src, progress=False, log=lambda m: None)
+    _, model, want, ds = load_run(src, log=lambda m: None)
+    state = create_state(model, optax.adam(1e-3), ds.input_shape, jax.random.key(5))
+    state = _init_from(state, model, ds.input_shape, src, log=lambda m: None)
+    for a, b in zip(jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(want["params"])):
+        np.testing.assert_array_equal(a, b)
+    assert int(state.step) == 0
+    with pytest.raises(ConfigError, match="has no checkpoints"):
+        _init_from(state, model, ds.input_shape, str(tmp_path / "nowhere"), log=lambda m: None)
+    tiny_config.model.hidden = (16,)
+    other = build_model(tiny_config, ds.num_classes)
+    with pytest.raises(ConfigError, match="holds a different model"):
+        _init_from(create_state(other, optax.adam(1e-3), ds.input_shape, jax.random.key(0)), other, ds.input_shape,
+                   src, log=lambda m: None)

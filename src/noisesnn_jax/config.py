@@ -58,7 +58,10 @@ def get_config() -> ml_collections.ConfigDict:
         "epochs": 15, "batch_size": 64, "optimizer": "adam", "learning_rate": 1e-3,
         "schedule": "cosine", "weight_decay": 0.0, "momentum": 0.9, "label_smoothing": 0.0,
         "checkpoint_every_steps": 0, "keep_checkpoints": 3, "log_every_steps": 0, "tensorboard": False,
-        "timesteps": 4, "remat": False, "warmup_epochs": 0.0})
+        "timesteps": 4, "remat": False, "warmup_epochs": 0.0,
+        # Fine-tuning: a training workdir whose latest params and batch_stats start this run (the
+        # optimizer and the step start afresh), e.g. a short BPTT fine-tune of a T=1 network.
+        "init_from": ""})
     # Classic conversion (method=convert): per-layer threshold = this percentile of the ANN's
     # activations on the first num_batches training batches; v_init in units of the threshold.
     c.convert = ml_collections.ConfigDict({"percentile": 99.9, "num_batches": 8, "v_init": 0.0})
@@ -214,6 +217,8 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              "train.log_every_steps", t.get("log_every_steps"), "use 0 (only a line per epoch) or a positive integer")
     _require(isinstance(t.get("tensorboard", False), bool), "train.tensorboard", t.get("tensorboard"),
              "use True (TensorBoard event files in <workdir>/tensorboard; needs tensorboardX) or False")
+    _require(isinstance(t.get("init_from", ""), str), "train.init_from", t.get("init_from"),
+             "use the path of a training workdir (or leave it empty)")
     _require(isinstance(t.timesteps, int) and t.timesteps >= 1, "train.timesteps", t.timesteps,
              "it must be an integer >= 1 (the BPTT unroll length)")
     _require(isinstance(m.qcfs_levels, int) and m.qcfs_levels >= 1, "model.qcfs_levels", m.qcfs_levels,

@@ -70,6 +70,33 @@ def _write_jsonl(path: str, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def _init_from(state: TrainState, model: Any, input_shape: tuple[int, ...], source: str, log) -> TrainState:
+    """``state`` with the params and batch_stats of the newest checkpoint of workdir ``source``."""
+    from noisesnn_jax.checkpoint import restore_variables
+    from noisesnn_jax.state import variable_shapes
+
+    if not os.path.isdir(os.path.join(source, "checkpoints")):
+        raise ConfigError(f"config.train.init_from={source!r} has no checkpoints; give a trained workdir")
+    manager = open_manager(source, create=False)
+    try:
+        restored = restore_variables(manager, variable_shapes(model, input_shape), lambda m: None)
+    except CheckpointError:
+        raise ConfigError(f"config.train.init_from={source!r} holds a different model (its variables do not fit "
+                          f"this config's model); fine-tune from a run of the same model") from None
+    finally:
+        manager.close()
+    if restored is None:
+        raise ConfigError(f"config.train.init_from={source!r} has no checkpoints; give a trained workdir")
+    variables, step = restored
+    want = jax.tree_util.tree_map(lambda a: tuple(a.shape), {"params": state.params})
+    got = jax.tree_util.tree_map(lambda a: tuple(a.shape), {"params": variables["params"]})
+    if want != got:
+        raise ConfigError(f"config.train.init_from={source!r} holds a different model (its variables do not fit "
+                          f"this config's model); fine-tune from a run of the same model")
+    log(f"initialized from {source} (step {step}): params and batch statistics; the optimizer starts afresh")
+    return state.replace(params=variables["params"], batch_stats=variables.get("batch_stats", state.batch_stats))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        progress: bool = True, log=print, stop_at_step: int | None = None) -> dict[str, Any]:
     """Train at T=1 per ``config`` into ``workdir`` (resuming if it holds a checkpoint).
@@ -108,6 +135,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state = create_state(model, tx, ds.input_shape, init_key)
     manager = open_manager(workdir, t.keep_checkpoints)
     restored = restore_checkpoint(manager, state, log)
+    if restored is None and t.get("init_from"):
+        state = _init_from(state, model, ds.input_shape, t.init_from, log)
     if restored is not None:
         state = restored
         log(f"resumed from step {int(state.step)} in {workdir}")
