@@ -94,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     # 1. the cost of the noise: T=1 noisy step vs the same model's ReLU ANN step
     print("measuring training steps ...", file=sys.stderr)
     train_cases, temps = {}, {}
+    cheap = {k: CNN(noise=Noise(k, sampler="hash")) for k in ("uniform", "logistic")}
     for name, model in [("relu ANN", CNN(activation="relu")), ("T=1 no noise", CNN(noise=Noise("none"))),
-                        *[(f"T=1 gaussian, {s}", m) for s, m in gauss.items()]]:
+                        *[(f"T=1 gaussian, {s}", m) for s, m in gauss.items()],
+                        *[(f"T=1 {k}, hash", m) for k, m in cheap.items()]]:
         train_cases[name], temps[name] = _train_case(model, B)
     for T in (4, 8):
         train_cases[f"BPTT T={T}"], temps[f"BPTT T={T}"] = _train_case(bptt, B, T)
