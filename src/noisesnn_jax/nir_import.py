@@ -1,0 +1,395 @@
+"""NIR import: a Flax model that follows the model contract, built from a NIR graph
+(:func:`from_nir`; the mapping of NIR's semantics onto this library's is in :mod:`noisesnn_jax.nir`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from noisesnn_jax import layers
+from noisesnn_jax.errors import ExportError
+from noisesnn_jax.neurons import Neuron
+from noisesnn_jax.spikes import Noise
+
+Array = jax.Array
+Variables = dict[str, Any]
+NEURON_NODES = ("IF", "LIF")
+SUPPORTED_NODES = ("Input", "Output", "Conv2d", "Affine", "Linear", "Scale", "AvgPool2d", "SumPool2d", "Flatten",
+                   *NEURON_NODES)
+
+
+def _nir():
+    try:
+        import nir
+    except ImportError:
+        raise ExportError("NIR needs the nir package: pip install 'noisesnn-jax[export]'") from None
+    return nir
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphNode:
+    """One node of an imported graph: its kind, Flax name, inputs and static attributes."""
+
+    name: str  # the NIR node's name
+    kind: str  # NIR class name
+    module: str  # Flax module name of its parameters
+    inputs: tuple[str, ...]
+    attrs: tuple[tuple[str, Any], ...] = ()
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return dict(self.attrs).get(key, default)
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, (bytes, np.bytes_)):
+        return value.decode("utf8")
+    if isinstance(value, np.ndarray) and value.dtype.kind in "SO" and value.ndim == 0:
+        return _text(value[()])
+    return value
+
+
+def _per_channel(arr: Any, shape: tuple[int, ...], where: str, what: str) -> np.ndarray:
+    """A node parameter of NIR shape ``shape`` as one value per channel of this library's layout
+    (the channel axis of ``[C, H, W]``, or every feature of ``[N]``)."""
+    a = np.broadcast_to(np.asarray(arr, np.float32), shape)
+    if len(shape) == 3:
+        per = a[:, :1, :1]
+        if not np.array_equal(np.broadcast_to(per, shape), a):
+            raise ExportError(f"node {where!r}: {what} varies within a channel; only per-channel values are imported")
+        return per[:, 0, 0].copy()
+    if len(shape) == 1:
+        return a.copy()
+    raise ExportError(f"node {where!r}: {what} of shape {shape}; neurons on [C, H, W] or [N] are imported")
+
+
+def _toposort(names: list[str], edges: list[tuple[str, str]]) -> list[str]:
+    indeg = {n: 0 for n in names}
+    succ: dict[str, list[str]] = {n: [] for n in names}
+    for a, b in edges:
+        succ[a].append(b)
+        indeg[b] += 1
+    ready = [n for n in names if indeg[n] == 0]
+    out = []
+    while ready:
+        n = ready.pop(0)
+        out.append(n)
+        for m in succ[n]:
+            indeg[m] -= 1
+            if indeg[m] == 0:
+                ready.append(m)
+    if len(out) != len(names):
+        raise ExportError("the NIR graph has a cycle (recurrent edges are not imported)")
+    return out
+
+
+def _read_graph(graph: Any) -> Any:
+    nir = _nir()
+    if isinstance(graph, (str, os.PathLike)):
+        if not os.path.exists(graph):
+            raise ExportError(f"NIR file {str(graph)!r} does not exist")
+        try:
+            graph = nir.read(graph)
+        except Exception as e:
+            raise ExportError(f"{str(graph)!r} is not a readable NIR file ({type(e).__name__}: {e}); write it with "
+                              f"nir.write") from None
+    if not isinstance(graph, nir.NIRGraph):
+        raise ExportError(f"expected a nir.NIRGraph or a path to a NIR file, got {type(graph).__name__}")
+    return graph
+
+
+def from_nir(graph: Any) -> tuple[NIRNetwork, Variables]:
+    """A Flax model and its variables from a NIR graph (a ``nir.NIRGraph`` or a path to one).
+
+    The model follows the model contract (:class:`noisesnn_jax.contract.SpikingModel`): it takes
+    channels-last images ``[B, H, W, C]`` (or features ``[B, N]``), runs at ``timesteps=T`` as the
+    graph does for ``T`` steps under the mapping of this module's docstring, and returns the output
+    averaged over time ``[B, K]``; so it can be evaluated, counted and benchmarked like the zoo's
+    models. Neuron metadata written by this library (``reset``, ``spike_condition``, ``v_init``)
+    is honoured; without it a neuron follows NIR's definition (fire on ``v > v_threshold``, reset to
+    ``v_reset = 0``, start at 0).
+
+    Raises:
+      ExportError: a file that does not parse, an unsupported node (named), shapes that do not
+        chain, or neuron parameters outside the mapping.
+    """
+    graph = _read_graph(graph)
+    nodes: dict[str, Any] = dict(graph.nodes)
+    edges = [(str(a), str(b)) for a, b in graph.edges]
+    for a, b in edges:
+        for n in (a, b):
+            if n not in nodes:
+                raise ExportError(f"the NIR graph has an edge {a!r} -> {b!r} to a node that does not exist")
+    for name, node in nodes.items():
+        kind = type(node).__name__
+        if kind not in SUPPORTED_NODES:
+            raise ExportError(f"node {name!r} is a {kind}, which is not imported (supported: {', '.join(SUPPORTED_NODES)})")
+    inputs = [n for n, node in nodes.items() if type(node).__name__ == "Input"]
+    outputs = [n for n, node in nodes.items() if type(node).__name__ == "Output"]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ExportError(f"the NIR graph has {len(inputs)} Input and {len(outputs)} Output nodes; one of each is imported")
+    order = _toposort(list(nodes), edges)
+    preds: dict[str, list[str]] = {n: [] for n in nodes}
+    for a, b in edges:
+        preds[b].append(a)
+
+    params: dict[str, Any] = {}
+    spec: list[GraphNode] = []
+    shapes: dict[str, tuple[int, ...]] = {}
+    used: set[str] = set()
+
+    def module_name(name: str) -> str:
+        base = re.sub(r"\W", "_", name) or "node"
+        base = base if base[0].isalpha() else f"n_{base}"
+        m, i = base, 1
+        while m in used:
+            m, i = f"{base}_{i}", i + 1
+        used.add(m)
+        return m
+
+    for name in order:
+        node = nodes[name]
+        kind = type(node).__name__
+        ins = preds[name]
+        if kind == "Input":
+            shape = tuple(int(s) for s in np.ravel(node.input_type["input"]))
+            if ins:
+                raise ExportError(f"Input node {name!r} has incoming edges")
+        else:
+            if not ins:
+                raise ExportError(f"node {name!r} ({kind}) has no input edge")
+            in_shapes = {shapes[p] for p in ins}
+            if len(in_shapes) != 1:
+                raise ExportError(f"node {name!r} ({kind}) sums inputs of different shapes {sorted(in_shapes)}: the "
+                                  f"shapes do not chain")
+            (shape_in,) = in_shapes
+            shape, attrs, p = _import_node(name, kind, node, shape_in)
+        mod = module_name(name)
+        if kind == "Input":
+            attrs, p = (("shape", shape),), None
+        if kind in NEURON_NODES and p:  # the neuron layer's own threshold; r scales its input current
+            if "r" in p:
+                params[f"{mod}_r"] = p.pop("r")
+                used.add(f"{mod}_r")
+            if p:
+                params[mod] = p
+        elif p is not None:
+            params[mod] = p
+        spec.append(GraphNode(name, kind, mod, tuple(ins), attrs))
+        shapes[name] = shape
+    out_shape = shapes[outputs[0]]
+    if len(out_shape) != 1:
+        raise ExportError(f"the graph's output has shape {out_shape}; a classifier's output is [K]")
+    return NIRNetwork(tuple(spec)), {"params": params}
+
+
+def _import_node(name: str, kind: str, node: Any, shape_in: tuple[int, ...]):
+    """``(output shape, static attributes, parameters)`` of one node given its input's shape."""
+    def need(ndim: int) -> None:
+        if len(shape_in) != ndim:
+            raise ExportError(f"node {name!r} ({kind}) receives shape {shape_in}, expected {ndim}-D: the shapes do not "
+                              f"chain")
+
+    if kind == "Output":
+        declared = node.output_type.get("output")
+        if declared is not None and np.size(declared) and tuple(int(s) for s in np.ravel(declared)) != shape_in:
+            raise ExportError(f"Output node {name!r} declares shape {tuple(np.ravel(declared))} but receives {shape_in}")
+        return shape_in, (), None
+    if kind == "Conv2d":
+        need(3)
+        weight = np.asarray(node.weight, np.float32)
+        if weight.ndim != 4 or weight.shape[1] != shape_in[0]:
+            raise ExportError(f"node {name!r}: Conv2d weight {weight.shape} does not take {shape_in[0]} input channels")
+        if int(node.groups) != 1 or tuple(np.ravel(node.dilation)) not in ((1, 1), (1,)):
+            raise ExportError(f"node {name!r}: grouped or dilated Conv2d is not imported")
+        stride = tuple(int(s) for s in np.broadcast_to(np.ravel(node.stride), (2,)))
+        pad = node.padding
+        kh, kw = weight.shape[2:]
+        if isinstance(pad, str) or (isinstance(pad, np.ndarray) and pad.dtype.kind in "SUO"):
+            pad = _text(pad)
+            if pad == "valid":
+                pads = [[0, 0], [0, 0]]
+            elif pad == "same" and stride == (1, 1) and kh % 2 and kw % 2:
+                pads = [[kh // 2, kh // 2], [kw // 2, kw // 2]]
+            else:
+                raise ExportError(f"node {name!r}: Conv2d padding {pad!r} with stride {stride} is not imported")
+        else:
+            p = [int(v) for v in np.broadcast_to(np.ravel(pad), (2,))]
+            pads = [[p[0], p[0]], [p[1], p[1]]]
+        for axis, pr in zip((2, 3), pads):  # zero taps at a border: the export's way of padding unevenly
+            while weight.shape[axis] > 1 and pr[0] > 0 and not np.any(np.take(weight, 0, axis=axis)):
+                weight, pr[0] = np.delete(weight, 0, axis=axis), pr[0] - 1
+            while weight.shape[axis] > 1 and pr[1] > 0 and not np.any(np.take(weight, -1, axis=axis)):
+                weight, pr[1] = np.delete(weight, -1, axis=axis), pr[1] - 1
+        kh, kw = weight.shape[2:]
+        h = (shape_in[1] + sum(pads[0]) - kh) // stride[0] + 1
+        w = (shape_in[2] + sum(pads[1]) - kw) // stride[1] + 1
+        if h < 1 or w < 1:
+            raise ExportError(f"node {name!r}: Conv2d on {shape_in} gives no output")
+        bias = np.broadcast_to(np.asarray(node.bias, np.float32), (weight.shape[0],))
+        attrs = (("features", weight.shape[0]), ("kernel", (kh, kw)), ("stride", stride),
+                 ("padding", tuple(tuple(p) for p in pads)))
+        return (weight.shape[0], h, w), attrs, {"kernel": jnp.asarray(weight.transpose(2, 3, 1, 0)),
+                                                "bias": jnp.asarray(bias)}
+    if kind in ("Affine", "Linear"):
+        weight = np.asarray(node.weight, np.float32)
+        if weight.ndim != 2 or len(shape_in) != 1 or weight.shape[1] != shape_in[0]:
+            raise ExportError(f"node {name!r}: {kind} weight {weight.shape} does not take an input of shape {shape_in}: "
+                              f"the shapes do not chain (flatten before it)")
+        p = {"kernel": jnp.asarray(weight.T)}
+        if kind == "Affine":
+            p["bias"] = jnp.asarray(np.broadcast_to(np.asarray(node.bias, np.float32), (weight.shape[0],)))
+        return (weight.shape[0],), (("features", weight.shape[0]), ("bias", kind == "Affine")), p
+    if kind == "Scale":
+        scale = _layout(np.broadcast_to(np.asarray(node.scale, np.float32), shape_in))
+        return shape_in, (("shape", scale.shape),), jnp.asarray(scale)
+    if kind in ("AvgPool2d", "SumPool2d"):
+        need(3)
+        k = tuple(int(v) for v in np.broadcast_to(np.ravel(node.kernel_size), (2,)))
+        s = tuple(int(v) for v in np.broadcast_to(np.ravel(node.stride), (2,)))
+        p = tuple(int(v) for v in np.broadcast_to(np.ravel(node.padding), (2,)))
+        h, w = (shape_in[1] + 2 * p[0] - k[0]) // s[0] + 1, (shape_in[2] + 2 * p[1] - k[1]) // s[1] + 1
+        if h < 1 or w < 1:
+            raise ExportError(f"node {name!r}: {kind} {k} on {shape_in} gives no output")
+        return (shape_in[0], h, w), (("window", k), ("stride", s), ("padding", p)), None
+    if kind == "Flatten":
+        start, end = int(node.start_dim), int(node.end_dim)
+        end = end if end >= 0 else len(shape_in) + end
+        if start != 0 or end != len(shape_in) - 1:
+            raise ExportError(f"node {name!r}: Flatten(start_dim={node.start_dim}, end_dim={node.end_dim}) of {shape_in} "
+                              f"keeps some axes; only flattening every axis is imported")
+        return (int(np.prod(shape_in)),), (), None
+    # IF / LIF
+    meta = {k: _text(v) for k, v in (node.metadata or {}).items()}
+    theta = _per_channel(node.v_threshold, shape_in, name, "v_threshold")
+    r = _per_channel(node.r, shape_in, name, "r")
+    v_reset = np.asarray(node.v_reset if node.v_reset is not None else 0.0, np.float32)
+    reset = meta.get("reset", "zero")
+    if reset not in ("subtract", "zero"):
+        raise ExportError(f"node {name!r}: reset {reset!r} is not imported (subtract or zero)")
+    if reset == "zero" and np.any(v_reset != 0):
+        raise ExportError(f"node {name!r}: v_reset other than 0 is not imported")
+    if np.any(theta <= 0):
+        raise ExportError(f"node {name!r}: v_threshold must be > 0")
+    strict = meta.get("spike_condition", ">") != ">="
+    if strict:  # fire on v > theta is fire on v >= the next float above theta
+        theta = np.nextafter(theta, np.float32(np.inf)).astype(np.float32)
+    v_init = meta.get("v_init", 0.0)
+    v0 = _per_channel(v_init, shape_in, name, "v_init")
+    mean = v0 / theta
+    if not np.allclose(mean, mean.flat[0], rtol=1e-6, atol=1e-7):
+        raise ExportError(f"node {name!r}: v_init / v_threshold varies; one initial fraction per layer is imported")
+    tau = None
+    if kind == "LIF":
+        taus = _per_channel(node.tau, shape_in, name, "tau")
+        if np.any(np.asarray(node.v_leak) != 0):
+            raise ExportError(f"node {name!r}: LIF with v_leak other than 0 is not imported")
+        if not np.all(taus == taus.flat[0]) or taus.flat[0] < 1:
+            raise ExportError(f"node {name!r}: LIF tau must be one value >= 1 (time steps of dt = 1)")
+        tau = float(taus.flat[0])
+    uniform = bool(np.all(theta == theta.flat[0]))
+    attrs = (("tau", tau), ("reset", reset), ("mean", float(mean.flat[0])),
+             ("threshold", float(theta.flat[0]) if uniform else None), ("unit", bool(np.all(theta == 1.0))))
+    p = {}
+    if not uniform:
+        p["threshold"] = jnp.asarray(theta)
+    if not np.all(r == 1.0):
+        attrs += (("r", len(r)),)
+        p["r"] = jnp.asarray(r)
+    return shape_in, attrs, p or None
+
+
+def _layout(a: np.ndarray) -> np.ndarray:
+    """A NIR-shaped array ``[C, H, W]`` in this library's channels-last layout ``[H, W, C]``."""
+    return a.transpose(1, 2, 0) if a.ndim == 3 else a
+
+
+def _pool(x: Array, op: str, window: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]) -> Array:
+    lead = x.shape[:-3]
+    flat = x.reshape((-1,) + x.shape[-3:])
+    pads = ((padding[0], padding[0]), (padding[1], padding[1]))
+    y = nn.avg_pool(flat, window, strides=stride, padding=pads, count_include_pad=True)
+    if op == "SumPool2d":
+        y = y * (window[0] * window[1])
+    return y.reshape(lead + y.shape[1:])
+
+
+class NIRNetwork(nn.Module):
+    """A network imported from a NIR graph (:func:`from_nir`); follows the model contract."""
+
+    graph: tuple[GraphNode, ...]
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool = False, timesteps: int = 1,
+                 sample_noise: bool | None = None) -> Array:
+        """Output ``[B, K]`` averaged over ``timesteps`` steps (images channels-last)."""
+        if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps < 1:
+            raise ValueError(f"timesteps={timesteps!r} is invalid; it must be an integer >= 1")
+        T = timesteps
+        values: dict[str, tuple[Array, bool]] = {}  # name -> (array, has a leading time axis)
+        out = None
+        for node in self.graph:
+            if node.kind == "Input":
+                shape = node.attr("shape")
+                want = (shape[1], shape[2], shape[0]) if len(shape) == 3 else shape
+                x = jnp.asarray(x, jnp.float32)
+                if len(shape) == 1:
+                    x = x.reshape((x.shape[0], -1))
+                if tuple(x.shape[1:]) != tuple(want):
+                    raise ValueError(f"NIRNetwork expects inputs [B, {', '.join(map(str, want))}] (channels last); "
+                                     f"got shape {tuple(x.shape)}")
+                values[node.name] = (x, False)
+                continue
+            ins = [values[n] for n in node.inputs]
+            timed = T > 1 and any(t for _, t in ins)
+            if timed:
+                ins = [(a if t else jnp.broadcast_to(a, (T,) + a.shape), True) for a, t in ins]
+            h = ins[0][0]
+            for a, _ in ins[1:]:
+                h = h + a
+            values[node.name] = (self._apply(node, h, timed, T, train, sample_noise), timed or
+                                 (T > 1 and node.kind in NEURON_NODES))
+            if node.kind == "Output":
+                out = values[node.name]
+        y, timed = out
+        if T > 1 and not timed:
+            y = jnp.broadcast_to(y, (T,) + y.shape)
+        return layers.average_readout(self, y, T if T > 1 else 1)
+
+    def _apply(self, node: GraphNode, h: Array, timed: bool, T: int, train: bool, sample_noise: bool | None) -> Array:
+        kind = node.kind
+        if kind == "Conv2d":
+            return nn.Conv(node.attr("features"), node.attr("kernel"), strides=node.attr("stride"),
+                           padding=node.attr("padding"), name=node.module)(h)
+        if kind in ("Affine", "Linear"):
+            return nn.Dense(node.attr("features"), use_bias=node.attr("bias"), name=node.module)(h)
+        if kind == "Scale":
+            return h * self.param(node.module, nn.initializers.ones, node.attr("shape"), jnp.float32)
+        if kind in ("AvgPool2d", "SumPool2d"):
+            return _pool(h, kind, node.attr("window"), node.attr("stride"), node.attr("padding"))
+        if kind == "Flatten":
+            lead = 2 if timed else 1
+            if h.ndim - lead == 3:
+                h = jnp.moveaxis(h, -1, lead)  # [..., H, W, C] -> [..., C, H, W]: NIR's flattening order
+            return h.reshape(h.shape[:lead] + (-1,))
+        if kind in NEURON_NODES:
+            if node.attr("r"):
+                h = h * self.param(f"{node.module}_r", nn.initializers.ones, (node.attr("r"),), jnp.float32)
+            theta = node.attr("threshold")
+            neuron = Neuron(threshold=theta if theta is not None else 1.0, tau=node.attr("tau"),
+                            reset=node.attr("reset"))
+            layer = layers.SpikingNeuron(neuron, Noise(kind="none", mean=node.attr("mean")),
+                                         learn_threshold=theta is None, name=node.module)
+            s = layer(h, timesteps=T, constant=T > 1 and not timed, train=train, sample_noise=sample_noise)
+            if node.attr("unit"):
+                return s
+            if theta is None:
+                theta = jnp.maximum(layer.variables["params"]["threshold"], 1e-3)  # as the layer uses it
+            return s / theta  # amplitude 1, as NIR's spikes
+        return h  # Output
