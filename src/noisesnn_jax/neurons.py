@@ -26,6 +26,10 @@ from noisesnn_jax.surrogate import DEFAULT_ALPHA, check_surrogate, heaviside
 
 Array = jax.Array
 RESETS = ("subtract", "zero")
+# Scans of at most this many steps are unrolled: XLA then fuses consecutive steps' element-wise
+# work (demo CNN, batch 64, CPU: T=4 inference 80 -> 42 ms, T=8 134 -> 107 ms; T=16 unrolled is
+# no faster, so longer scans loop). The values are the same.
+SCAN_UNROLL = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +136,7 @@ def _scan(neuron: Neuron, v: Array, xs: Array | None, x: Array | None, length: i
 
     if remat:
         body = jax.checkpoint(body)
-    v_final, spikes = jax.lax.scan(body, v, xs, length=length)
+    v_final, spikes = jax.lax.scan(body, v, xs, length=length, unroll=length if length <= SCAN_UNROLL else 1)
     return spikes, v_final
 
 
