@@ -22,32 +22,19 @@ ENERGY_AC_PJ = 0.9
 ENERGY_MAC_PJ = 4.6
 
 
-def connections(module: Any, a: Array, per_example: bool = False) -> Array:
+def connections(module: Any, a: Array) -> Array:
     """Synaptic events of a conv/dense ``module`` on input ``a``: the number of
     (input element, output element) connections whose input is nonzero, summed over the batch
-    (and over time: ``a`` may be ``[T, B, ...]``); with ``per_example``, one count per example of
-    a ``[B, ...]`` input (``[B]``).
+    (and over time: ``a`` may be ``[T, B, ...]``).
 
     With ``a`` all ones this is the layer's multiply-accumulate count (borders and strides exact).
     """
     import flax.linen as nn
 
     mask = (a != 0).astype(jnp.float32)
-    if isinstance(module, nn.Dense):
-        if per_example:
-            return jnp.sum(mask.reshape(mask.shape[0], -1), axis=1) * module.features
-        return jnp.sum(mask) * module.features
-    lead = mask.shape[:-3]
-    mask = mask.reshape((-1,) + mask.shape[-3:])  # leading [T, B] or [B] axes as one batch
-    kh, kw = module.kernel_size
-    ones = jnp.ones((kh, kw, a.shape[-1], 1), jnp.float32)
-    strides = module.strides or (1, 1)
-    strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
-    reach = jax.lax.conv_general_dilated(mask, ones, strides, module.padding,
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    if per_example:
-        return jnp.sum(reach.reshape(lead + (-1,)), axis=-1).reshape(lead[0], -1).sum(-1) * module.features
-    return jnp.sum(reach) * module.features
+    if not isinstance(module, nn.Dense):
+        mask = mask.reshape((-1,) + mask.shape[-3:])  # leading [T, B] or [B] axes as one batch
+    return _reach(module, mask)
 
 
 def fanout(module: Any, example_shape: tuple[int, ...]) -> Array:
@@ -58,16 +45,17 @@ def fanout(module: Any, example_shape: tuple[int, ...]) -> Array:
     return jax.grad(lambda a: _reach(module, a))(ones)[0]
 
 
-def _reach(module: Any, a: Array) -> Array:
+def _reach(module: Any, mask: Array) -> Array:
+    """Connections from the nonzero entries of a 0/1 ``mask`` (``[N, H, W, C]`` for a conv)."""
     import flax.linen as nn
 
     if isinstance(module, nn.Dense):
-        return jnp.sum(a) * module.features
+        return jnp.sum(mask) * module.features
     kh, kw = module.kernel_size
     strides = module.strides or (1, 1)
     strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
-    reach = jax.lax.conv_general_dilated(a, jnp.ones((kh, kw, a.shape[-1], 1), jnp.float32), strides, module.padding,
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    reach = jax.lax.conv_general_dilated(mask, jnp.ones((kh, kw, mask.shape[-1], 1), jnp.float32), strides,
+                                         module.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return jnp.sum(reach) * module.features
 
 
