@@ -65,6 +65,55 @@ def test_pipeline_reads_imagenet_layout_deterministically(imagenet_dir):
     np.testing.assert_array_equal(ds.test_examples(np.arange(N_VAL))[0], xe)
 
 
+def test_pipeline_decodes_itself_and_matches_tfds_decoding_bit_for_bit(imagenet_dir):
+    """ImageNet examples stay encoded until the transform decodes them (PIL) and crops the decoded
+    image directly; the batches equal, bit for bit, TFDS's own decoding followed by the array
+    transforms and the arithmetic standardization."""
+    from noisesnn_jax.batching import batch_indices
+
+    ds = tfds_data.load_tfds("imagenet2012", data_dir=imagenet_dir, image_size=32, workers=2)
+    assert ds.encoded
+    builder = tfds.builder("imagenet2012", data_dir=imagenet_dir)
+    train, val = builder.as_data_source(split="train"), builder.as_data_source(split="validation")
+    x, y = ds.train_batch(8, seed=3, step=5)
+    want = []
+    for j, i in enumerate(batch_indices(ds.num_train, 8, 3, 5)):
+        rng = np.random.default_rng([3, 5, j])
+        img = tfds_data.random_resized_crop(np.asarray(train[int(i)]["image"]), rng, 32)
+        img = img[:, ::-1] if rng.random() < 0.5 else img
+        want.append((img.astype(np.float32) / 255.0 - ds.mean) / ds.std)
+    np.testing.assert_array_equal(x, np.stack(want))
+    xe, _ = ds.test_examples(np.arange(N_VAL))
+    want = [(tfds_data.center_crop(np.asarray(val[i]["image"]), 32).astype(np.float32) / 255.0 - ds.mean) / ds.std
+            for i in range(N_VAL)]
+    np.testing.assert_array_equal(xe, np.stack(want))
+
+
+def test_standardize_by_table_is_the_arithmetic_bit_for_bit():
+    mean, std = np.asarray((0.485, 0.456, 0.406), np.float32), np.asarray((0.229, 0.224, 0.225), np.float32)
+    table = tfds_data.standardize_table(mean, std)
+    img = np.random.default_rng(0).integers(0, 256, size=(17, 13, 3), dtype=np.uint8)
+    img[0, :3] = [[0, 0, 0], [255, 255, 255], [1, 128, 254]]
+    want = (img.astype(np.float32) / 255.0 - mean) / std
+    np.testing.assert_array_equal(tfds_data.standardize_uint8(img, table), want)
+    np.testing.assert_array_equal(tfds_data.standardize_uint8(img[:, ::-1], table), want[:, ::-1])
+
+
+def test_decode_image_converts_other_modes():
+    """A grey or CMYK JPEG in an RGB dataset decodes to RGB; garbage is a clear error."""
+    from PIL import Image
+
+    for mode, color in (("L", 90), ("CMYK", (10, 20, 30, 0))):
+        buf = io.BytesIO()
+        Image.new(mode, (9, 7), color).save(buf, format="JPEG")
+        pil = tfds_data.decode_image(buf.getvalue(), 3)
+        assert pil.mode == "RGB" and np.asarray(pil).shape == (7, 9, 3)
+    spec = tfds_data.SPECS["imagenet2012"]
+    ds = tfds_data.TFDSDataset("imagenet2012", spec, [], [], encoded=True)
+    with pytest.raises(DataError, match="example 3 is not a readable image.*prepare the dataset again"):
+        ds._decoded(b"not an image", 3)
+
+
 def test_augmentations():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, size=(40, 60, 3), dtype=np.uint8)

@@ -15,7 +15,10 @@ number of processes, sees the same images.
   flip; evaluation uses the image as is.
 - ImageNet: random-resized crop (area 8%..100%, aspect ratio 3/4..4/3, 10 tries then a center
   crop) to ``image_size`` and horizontal flip; evaluation resizes the shorter side to
-  ``image_size / 0.875`` and takes the center ``image_size`` crop.
+  ``image_size / 0.875`` and takes the center ``image_size`` crop. Its JPEGs stay encoded in the
+  data source (``SkipDecoding``); the transform decodes each one (PIL) and crops and resizes the
+  decoded image directly, and standardization is a table lookup. Both give the same bits as TFDS's
+  decoding followed by the array operations (tested), at about twice the images per second.
 - MNIST: no augmentation (a flipped digit is another digit).
 
 Small datasets (MNIST, Fashion-MNIST, CIFAR) are decoded once into memory (uint8) on first use,
@@ -39,6 +42,7 @@ import os
 import threading
 import zlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -87,9 +91,23 @@ def prepare_command(name: str, data_dir: str) -> str:
     return f"make prepare DATASET={name} DATA_DIR={data_dir}"
 
 
-def _pil(img: np.ndarray):
+def _pil(img: Any):
+    """A PIL image of ``img`` (a PIL image as it is, or a uint8 array ``[H, W, C]``)."""
     from PIL import Image
+    if isinstance(img, Image.Image):
+        return img
     return Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+
+
+def _size(img: Any) -> tuple[int, int]:
+    """``(height, width)`` of a PIL image (from its header: nothing is decoded) or an array."""
+    if hasattr(img, "shape"):
+        return int(img.shape[0]), int(img.shape[1])
+    return int(img.size[1]), int(img.size[0])
+
+
+def _channels(img: Any) -> int:
+    return int(img.shape[-1]) if hasattr(img, "shape") else len(img.getbands())
 
 
 def _from_pil(pil, channels: int) -> np.ndarray:
@@ -97,17 +115,19 @@ def _from_pil(pil, channels: int) -> np.ndarray:
     return a[..., None] if channels == 1 else a
 
 
-def _resize_box(img: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:
-    """Crop ``box = (left, top, right, bottom)`` of ``img`` and resize it to ``size x size`` (bilinear)."""
+def _resize_box(img: Any, box: tuple[float, float, float, float], size: int) -> np.ndarray:
+    """Crop ``box = (left, top, right, bottom)`` of ``img`` (an array or a PIL image) and resize it
+    to ``size x size`` (bilinear): uint8 ``[size, size, C]``."""
     from PIL import Image
-    return _from_pil(_pil(img).resize((size, size), Image.BILINEAR, box=box), img.shape[-1])
+    return _from_pil(_pil(img).resize((size, size), Image.BILINEAR, box=box), _channels(img))
 
 
-def random_resized_crop(img: np.ndarray, rng: np.random.Generator, size: int,
+def random_resized_crop(img: Any, rng: np.random.Generator, size: int,
                         scale: tuple[float, float] = (0.08, 1.0),
                         ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
-    """Inception-style crop: a random area fraction and aspect ratio, resized to ``size x size``."""
-    h, w = img.shape[:2]
+    """Inception-style crop: a random area fraction and aspect ratio, resized to ``size x size``.
+    ``img`` is a uint8 array or a PIL image (the same pixels give the same crop)."""
+    h, w = _size(img)
     for _ in range(10):
         area = h * w * rng.uniform(*scale)
         r = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
@@ -122,12 +142,41 @@ def random_resized_crop(img: np.ndarray, rng: np.random.Generator, size: int,
     return _resize_box(img, (x0, y0, x0 + cw, y0 + ch), size)
 
 
-def center_crop(img: np.ndarray, size: int, fraction: float = EVAL_CROP_FRACTION) -> np.ndarray:
+def center_crop(img: Any, size: int, fraction: float = EVAL_CROP_FRACTION) -> np.ndarray:
     """Resize the shorter side to ``size / fraction`` and take the central ``size x size``."""
-    h, w = img.shape[:2]
+    h, w = _size(img)
     side = min(h, w) * fraction  # the crop's side in input pixels
     x0, y0 = (w - side) / 2, (h - side) / 2
     return _resize_box(img, (x0, y0, x0 + side, y0 + side), size)
+
+
+def decode_image(data: Any, channels: int):
+    """The PIL image of an encoded example (JPEG or PNG bytes), in RGB (``channels=3``) or L (1).
+
+    Decoding waits until the pixels are used, so the crop is drawn from the header's size first.
+    Other modes (CMYK, palette, grey in an RGB dataset) are converted, as TFDS's preparation does.
+    """
+    from PIL import Image
+    pil = Image.open(io.BytesIO(bytes(data)))
+    mode = "RGB" if channels == 3 else "L"
+    if pil.mode != mode:
+        pil = pil.convert(mode)
+    return pil
+
+
+def standardize_table(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``[256, C]`` float32: ``(v / 255 - mean) / std`` of every uint8 value, by the same float32
+    operations as the arithmetic, so a lookup gives the same bits."""
+    return (np.arange(256, dtype=np.float32)[:, None] / 255.0 - mean) / std
+
+
+def standardize_uint8(img: np.ndarray, table: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Standardize a uint8 image ``[H, W, C]`` by table lookup (:func:`standardize_table`); about
+    three times faster than the arithmetic on a float copy, and bit for bit the same."""
+    out = np.empty(img.shape, np.float32) if out is None else out
+    for c in range(img.shape[-1]):
+        np.take(table[:, c], img[..., c], out=out[..., c], mode="clip")  # uint8 never clips
+    return out
 
 
 def crop_flip_draws(batch_size: int, seed: int, step: int, pad: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -200,13 +249,15 @@ class TFDSDataset:
     is_image = True
 
     def __init__(self, name: str, spec: Spec, train_source, test_source, image_size: int = 0,
-                 workers: int = 0) -> None:
+                 workers: int = 0, encoded: bool = False) -> None:
         self.name = name
         self.spec = spec
         self.num_classes = spec.num_classes
         self.image_size = int(image_size) or spec.image_size
         self.mean = np.asarray(spec.mean, np.float32)
         self.std = np.asarray(spec.std, np.float32)
+        self._table = standardize_table(self.mean, self.std)
+        self.encoded = encoded  # the sources give encoded image bytes, decoded here (PIL)
         if spec.in_memory:
             train_source, test_source = _Decoded(train_source), _Decoded(test_source)
         self._train, self._test = train_source, test_source
@@ -233,6 +284,8 @@ class TFDSDataset:
         return img
 
     def _standardize(self, img: np.ndarray) -> np.ndarray:
+        if img.dtype == np.uint8:
+            return standardize_uint8(img, self._table)
         return (img.astype(np.float32) / 255.0 - self.mean) / self.std
 
     def imagenet_train_transform(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -277,6 +330,15 @@ class TFDSDataset:
             return images[indices].astype(np.float32), labels[indices].astype(np.int32)
         return self._load(source, indices, lambda img, j: self._resized(img))
 
+    def _decoded(self, data: Any, index: int):
+        """The PIL image of an encoded example; an undecodable one is a :class:`DataError`."""
+        try:
+            return decode_image(data, self.spec.channels)
+        except Exception as e:  # not an image, truncated, unsupported mode
+            raise DataError(f"dataset {self.name!r}: example {index} is not a readable image "
+                            f"({type(e).__name__}: {str(e)[:200]}); the prepared files are damaged, "
+                            f"prepare the dataset again") from None
+
     def _load(self, source, indices: np.ndarray,
               transform: Callable[[np.ndarray, int], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         n = len(indices)
@@ -294,6 +356,11 @@ class TFDSDataset:
                                 f"({type(e).__name__}: {str(e)[:200]}); the prepared files are damaged, "
                                 f"prepare the dataset again") from None
             for j, ex in zip(chunk, examples):
+                if self.encoded:
+                    img = self._decoded(ex["image"], int(indices[j]))
+                    x[j] = transform(img, int(j))
+                    y[j] = int(ex["label"])
+                    continue
                 img = np.asarray(ex["image"])
                 if img.ndim != 3 or img.shape[-1] != self.spec.channels or img.dtype != np.uint8:
                     raise DataError(f"dataset {self.name!r}: example {int(indices[j])} is {img.dtype}{list(img.shape)}, "
@@ -348,13 +415,17 @@ def load_tfds(name: str, data_dir: str = "", image_size: int = 0, workers: int =
                         f"it (TensorFlow needed): tfds convert_format --dataset_version_dir={builder.data_dir} "
                         f"--out_file_format=array_record --out_dir=<NEW_DIR>/{name}/{version}; then use "
                         f"--config.dataset.data_dir=<NEW_DIR>")
+    # Large images stay encoded until the transform: it decodes them itself (PIL) and crops the
+    # decoded image directly, without TFDS's copy into an array and back.
+    encoded = spec.augment == "imagenet"
+    decoders = {"image": tfds.decode.SkipDecoding()} if encoded else None
     sources = []
     for split in (spec.train_split, spec.test_split):
         if split not in builder.info.splits:
             raise DataError(f"dataset {name!r} in {builder.data_dir} has no {split!r} split "
                             f"(it has {sorted(builder.info.splits)}); re-prepare it: {prepare_command(name, data_dir)}")
         try:
-            sources.append(builder.as_data_source(split=split))
+            sources.append(builder.as_data_source(split=split, decoders=decoders))
         except Exception as e:
             raise DataError(f"dataset {name!r} split {split!r} in {builder.data_dir} cannot be read "
                             f"({type(e).__name__}: {str(e)[:200]}); re-prepare it: "
@@ -362,7 +433,7 @@ def load_tfds(name: str, data_dir: str = "", image_size: int = 0, workers: int =
     features = builder.info.features
     if "image" not in features or "label" not in features:
         raise DataError(f"dataset {name!r} in {builder.data_dir} lacks 'image'/'label' features; re-prepare it")
-    return TFDSDataset(name, spec, sources[0], sources[1], image_size=image_size, workers=workers)
+    return TFDSDataset(name, spec, sources[0], sources[1], image_size=image_size, workers=workers, encoded=encoded)
 
 
 def write_layout(name: str, data_dir: str, splits: dict[str, Sequence[dict]]) -> str:
