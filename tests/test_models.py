@@ -123,6 +123,46 @@ def test_predict_returns_rates_per_layer():
     assert all(0.0 <= r <= 1.0 for r in rates.values())
 
 
+@pytest.mark.parametrize("name", ["cnn-avg", "resnet-basic"])
+def test_microbatched_inference_equals_the_whole_batch(name):
+    """Inference in cache-sized pieces (``lax.map`` over pieces, then the remainder) gives the
+    whole batch's logits, and its firing rates are the whole batch's means."""
+    model, shape = MODELS[name]
+    x = jax.random.normal(jax.random.key(11), (7,) + shape[1:])
+    v = _trained_like(model, x)
+    whole, whole_rates = evaluate.predict(model, v, x, 4, microbatch=7)
+    for piece in (1, 3):  # 7 = 7 x 1, 2 x 3 + 1
+        logits, rates = evaluate.predict(model, v, x, 4, microbatch=piece)
+        np.testing.assert_allclose(np.asarray(logits), np.asarray(whole), atol=1e-5)
+        np.testing.assert_array_equal(np.asarray(logits).argmax(-1), np.asarray(whole).argmax(-1))
+        assert rates.keys() == whole_rates.keys()
+        np.testing.assert_allclose([rates[k] for k in rates], [whole_rates[k] for k in rates], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(evaluate.infer(model, v, x, 4)), np.asarray(whole), atol=1e-5)
+
+
+def test_microbatch_size_fills_the_cache(monkeypatch):
+    """On a CPU a piece holds ``cache / (T x largest per-image activation)`` images; elsewhere the
+    whole batch."""
+    model, shape = MODELS["cnn-avg"]
+    x = jnp.ones((64,) + shape[1:])
+    v = model.init({"params": jax.random.key(0)}, x[:1])
+    row = evaluate._row_bytes(model, v, shape[1:], x.dtype)
+    assert row == 4 * max(np.prod(a.shape[1:]) for a in _activations(model, v, x[:1]))
+    monkeypatch.setattr(evaluate, "cache_bytes", lambda: 8 * row)
+    assert evaluate.microbatch_size(model, v, x, 4) == 2
+    assert evaluate.microbatch_size(model, v, x, 1) == 8
+    assert evaluate.microbatch_size(model, v, x, 16) == 1
+    assert evaluate.microbatch_size(model, v, x, 4, backend="gpu") == 64
+    monkeypatch.setattr(evaluate, "cache_bytes", lambda: 10 ** 12)
+    assert evaluate.microbatch_size(model, v, x, 4) == 64
+
+
+def _activations(model, v, x):
+    """Every intermediate value of one T=1 inference call (the conv, dense and pooling outputs)."""
+    _, state = model.apply(v, x, capture_intermediates=True, mutable=["intermediates"])
+    return [a for a in jax.tree_util.tree_leaves(state["intermediates"]) if a.ndim >= 2]
+
+
 def test_bad_timesteps_and_shapes():
     model, shape = MODELS["cnn-avg"]
     x = jnp.ones(shape)

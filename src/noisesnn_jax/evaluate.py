@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import functools
+import math
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
@@ -22,26 +24,148 @@ Array = jax.Array
 Variables = dict[str, Any]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _predict(model: Any, variables: Variables, images: Array, timesteps: int, key: Array | None = None):
-    """Logits and sown firing rates; with ``key`` (T=1) the noise is sampled from it."""
-    rngs = {} if key is None else {"noise": key}
-    logits, state = model.apply(variables, images, timesteps=timesteps, sample_noise=key is not None,
-                                rngs=rngs, mutable=["intermediates"])
-    check_logits(model, logits, images.shape[0], timesteps)
-    return logits, state.get("intermediates", {})
+# One core's L2 cache where the machine does not say (see :func:`cache_bytes`).
+_DEFAULT_L2_BYTES = 2 * 2 ** 20
 
 
-def predict(model: Any, variables: Variables, images: Array,
-            timesteps: int = 1) -> tuple[Array, dict[str, float]]:
+@functools.lru_cache(maxsize=1)
+def cache_bytes() -> int:
+    """The L2 cache of the cores this process runs on, in bytes: one core's L2 (Linux sysfs, else
+    2 MiB) times the usable cores, since XLA splits a CPU computation over all of them."""
+    per_core = _DEFAULT_L2_BYTES
+    base = "/sys/devices/system/cpu/cpu0/cache"
+
+    def read(entry: str, name: str) -> str:
+        with open(os.path.join(base, entry, name)) as f:
+            return f.read().strip()
+
+    try:
+        for entry in sorted(os.listdir(base)):
+            if read(entry, "level") == "2" and read(entry, "type") in ("Unified", "Data"):
+                size = read(entry, "size").upper()
+                per_core = int(size.rstrip("KMG")) * {"K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30}.get(size[-1:], 1)
+                break
+    except (OSError, ValueError):
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return per_core * max(1, cores)
+
+
+def _sub_jaxprs(values: Any) -> Iterator[Any]:
+    """The jaxprs among an equation's parameters (a jit's, a scan's body, a cond's branches)."""
+    for v in values:
+        if isinstance(v, (list, tuple)):
+            yield from _sub_jaxprs(v)
+        elif hasattr(v, "eqns"):
+            yield v
+        elif hasattr(v, "jaxpr") and hasattr(v.jaxpr, "eqns"):
+            yield v.jaxpr
+
+
+def _largest_activation_bytes(jaxpr: Any) -> int:
+    """Bytes of the largest value any equation of ``jaxpr`` (or of the jaxprs inside it) produces."""
+    largest = 0
+    for eqn in jaxpr.eqns:
+        for v in eqn.outvars:
+            aval = getattr(v, "aval", None)
+            if hasattr(aval, "shape") and hasattr(aval, "dtype"):
+                largest = max(largest, math.prod(aval.shape) * aval.dtype.itemsize)
+        for sub in _sub_jaxprs(eqn.params.values()):
+            largest = max(largest, _largest_activation_bytes(sub))
+    return largest
+
+
+_ROW_BYTES: dict[tuple[Any, ...], int] = {}
+
+
+def _row_bytes(model: Any, variables: Variables, shape: tuple[int, ...], dtype: Any) -> int:
+    """Bytes of the largest activation of one image at one time step, from the model's trace."""
+    key = (model, shape, str(jnp.dtype(dtype)))
+    if key not in _ROW_BYTES:
+        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), variables)
+        jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, timesteps=1))(
+            abstract, jax.ShapeDtypeStruct((1,) + shape, jnp.dtype(dtype)))
+        if len(_ROW_BYTES) >= 64:
+            _ROW_BYTES.clear()
+        _ROW_BYTES[key] = max(1, _largest_activation_bytes(jaxpr.jaxpr))
+    return _ROW_BYTES[key]
+
+
+def microbatch_size(model: Any, variables: Variables, images: Any, timesteps: int,
+                    backend: str | None = None) -> int:
+    """How many images one piece of a multi-step inference batch holds (the whole batch: no split).
+
+    On a CPU the batch is cut into pieces whose largest activation, ``T x images x`` the largest
+    per-image activation of one time step, fits in the cores' L2 cache (:func:`cache_bytes`):
+    a multi-step network makes ``T`` passes over each layer's output, which then come from the
+    cache instead of memory. Each piece computes exactly what the whole batch does (images are
+    independent at inference). Accelerators take the batch whole.
+    """
+    batch = int(images.shape[0])
+    if (backend or jax.default_backend()) != "cpu" or batch <= 1:
+        return max(1, batch)
+    row = _row_bytes(model, variables, tuple(int(d) for d in images.shape[1:]), images.dtype)
+    return max(1, min(batch, cache_bytes() // (row * max(1, int(timesteps)))))
+
+
+def _forward(model: Any, variables: Variables, images: Array, timesteps: int, rngs: dict[str, Any],
+             sampled: bool, microbatch: int) -> tuple[Array, Any]:
+    """Logits and sown firing rates, the batch run in pieces of ``microbatch`` images (``lax.map``,
+    then the remainder); the rates are the means over the whole batch."""
+
+    def run(x):
+        logits, state = model.apply(variables, x, timesteps=timesteps, sample_noise=sampled, rngs=rngs,
+                                    mutable=["intermediates"])
+        check_logits(model, logits, x.shape[0], timesteps)
+        return logits, state.get("intermediates", {})
+
+    batch = images.shape[0]
+    pieces = batch // microbatch if 0 < microbatch < batch else 0
+    if pieces <= 1:
+        return run(images)
+    head = pieces * microbatch
+    logits, rates = jax.lax.map(run, images[:head].reshape((pieces, microbatch) + images.shape[1:]))
+    logits = logits.reshape((head,) + logits.shape[2:])
+    rates = jax.tree.map(lambda r: r.mean(axis=0), rates)
+    if head < batch:
+        tail_logits, tail_rates = run(images[head:])
+        logits = jnp.concatenate([logits, tail_logits])
+        rates = jax.tree.map(lambda a, b: (a * head + b * (batch - head)) / batch, rates, tail_rates)
+    return logits, rates
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 5))
+def _predict(model: Any, variables: Variables, images: Array, timesteps: int, key: Array | None = None,
+             microbatch: int = 0):
+    """Logits and sown firing rates; with ``key`` (T=1) the noise is sampled from it (whole batch)."""
+    if key is not None:
+        return _forward(model, variables, images, timesteps, {"noise": key}, True, 0)
+    return _forward(model, variables, images, timesteps, {}, False, microbatch)
+
+
+def predict(model: Any, variables: Variables, images: Array, timesteps: int = 1, *,
+            microbatch: int | None = None) -> tuple[Array, dict[str, float]]:
     """Multi-step inference: ``images [B, ...] -> (logits [B, K], {layer: firing rate})``.
 
     At ``timesteps=1`` the noise is at its mean (the deterministic T=1 network). Jitted once per
     ``(model, timesteps, shape)``. ``model`` follows :class:`noisesnn_jax.contract.SpikingModel`.
+    ``microbatch``: images per piece of the batch (default :func:`microbatch_size`: cache-sized
+    pieces on a CPU, the whole batch elsewhere); the logits do not depend on it.
     """
     check_model(model)
-    logits, rates = _predict(model, variables, jnp.asarray(images), int(timesteps))
+    logits, rates = infer(model, variables, images, timesteps, microbatch=microbatch, rates=True)
     return logits, flatten_rates(rates)
+
+
+def infer(model: Any, variables: Variables, images: Array, timesteps: int = 1, *,
+          microbatch: int | None = None, rates: bool = False) -> Any:
+    """:func:`predict`'s logits as a device array, without reading the firing rates back to the host
+    (``rates=True``: ``(logits, sown rates)``): the call to time or to chain."""
+    images = jnp.asarray(images)
+    if microbatch is None:
+        microbatch = microbatch_size(model, variables, images, timesteps)
+    out = _predict(model, variables, images, int(timesteps), None, int(microbatch))
+    return out if rates else out[0]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -148,7 +272,9 @@ def evaluate_examples(model: Any, variables: Variables, fetch, n: int, timesteps
             idx = np.arange(start, min(n, start + bs))
             xb, yb = fetch(idx)
             key = None if sample_noise_key is None else jax.random.fold_in(sample_noise_key, start)
-            logits, rates = _predict(model, variables, jnp.asarray(xb), timesteps, key)
+            xb = jnp.asarray(xb)
+            logits, rates = _predict(model, variables, xb, timesteps, key,
+                                     microbatch_size(model, variables, xb, timesteps))
             correct += int(jnp.sum(jnp.argmax(logits, -1) == jnp.asarray(yb)))
             for k, r in flatten_rates(rates).items():
                 rates_sum[k] = rates_sum.get(k, 0.0) + r * len(idx)
@@ -156,7 +282,7 @@ def evaluate_examples(model: Any, variables: Variables, fetch, n: int, timesteps
         from noisesnn_jax import parallel
         per_device = max(1, min(-(-batch_size // devices), max_rows // timesteps))
         bs = per_device * devices
-        fn = _sharded_eval(model, timesteps, mesh, sample_noise_key is not None)
+        fn = None
         variables = parallel.replicate(mesh, variables)
         base_key = jax.random.key(0) if sample_noise_key is None else sample_noise_key
         for start in range(0, n, bs):
@@ -165,6 +291,9 @@ def evaluate_examples(model: Any, variables: Variables, fetch, n: int, timesteps
             valid = idx < n
             rows = parallel.process_slice(size)
             xb, yb = fetch(np.minimum(idx, n - 1)[rows])
+            if fn is None:  # pieces sized for one device's rows
+                chunk = microbatch_size(model, variables, np.asarray(xb)[:per_device], timesteps)
+                fn = _sharded_eval(model, timesteps, mesh, sample_noise_key is not None, chunk)
             c, rates = fn(variables, parallel.global_batch(mesh, xb), parallel.global_batch(mesh, yb),
                           parallel.global_batch(mesh, valid[rows]), jax.random.fold_in(base_key, start))
             correct += int(c)
@@ -175,19 +304,18 @@ def evaluate_examples(model: Any, variables: Variables, fetch, n: int, timesteps
 
 
 @functools.lru_cache(maxsize=64)
-def _sharded_eval(model: Any, timesteps: int, mesh: Any, sampled: bool):
-    """Jitted ``(variables, x, y, valid, key) -> (correct, rates)`` with the batch sharded on ``data``."""
+def _sharded_eval(model: Any, timesteps: int, mesh: Any, sampled: bool, microbatch: int = 0):
+    """Jitted ``(variables, x, y, valid, key) -> (correct, rates)`` with the batch sharded on ``data``;
+    each device runs its rows in pieces of ``microbatch`` images (the whole when sampling noise)."""
     from jax.sharding import PartitionSpec as P
 
     from noisesnn_jax.parallel import DATA_AXIS
 
     def local(variables, x, y, valid, key):
         rngs = {"noise": jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))} if sampled else {}
-        logits, state = model.apply(variables, x, timesteps=timesteps, sample_noise=sampled, rngs=rngs,
-                                    mutable=["intermediates"])
-        check_logits(model, logits, x.shape[0], timesteps)
+        logits, rates = _forward(model, variables, x, timesteps, rngs, sampled, 0 if sampled else microbatch)
         hits = jnp.sum(jnp.logical_and(jnp.argmax(logits, -1) == y, valid).astype(jnp.int32))
-        rates = jax.lax.pmean(state.get("intermediates", {}), DATA_AXIS)
+        rates = jax.lax.pmean(rates, DATA_AXIS)
         return jax.lax.psum(hits, DATA_AXIS), rates
 
     data = P(DATA_AXIS)
