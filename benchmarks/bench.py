@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from noisesnn_jax import convert, timing
-from noisesnn_jax.models import CNN
+from noisesnn_jax import convert, evaluate, timing
+from noisesnn_jax.models import CNN, resnet18
 from noisesnn_jax.neurons import Neuron
 from noisesnn_jax.spikes import Noise
 from noisesnn_jax.state import TrainState, create_state
@@ -58,14 +58,16 @@ def _train_case(model: CNN, batch: int, timesteps: int = 1) -> tuple[Callable[[]
     return run, temp
 
 
-def _infer_case(model: CNN, batch: int, timesteps: int) -> Callable[[], None]:
-    x = jnp.asarray(np.random.default_rng(0).normal(size=(batch, 28, 28, 1)), jnp.float32)
-    v = model.init({"params": jax.random.key(0)}, x)
-    fm, fv = convert.fold_batchnorm(model, v, x)
-    fn = jax.jit(lambda v, x: fm.apply(v, x, timesteps=timesteps))
+def _infer_case(model, batch: int, timesteps: int, shape: tuple[int, ...] = (28, 28, 1),
+                microbatch: int | None = None) -> Callable[[], None]:
+    """The library's inference (``evaluate.infer``: BN folded, jitted, cache-sized pieces of the
+    batch on a CPU unless ``microbatch`` says otherwise) on fixed random images."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(batch,) + shape), jnp.float32)
+    v = model.init({"params": jax.random.key(0)}, x[:1])
+    fm, fv = convert.fold_batchnorm(model, v, x[:1])
 
     def run() -> None:
-        jax.block_until_ready(fn(fv, x))
+        jax.block_until_ready(evaluate.infer(fm, fv, x, timesteps, microbatch=microbatch))
 
     return run
 
@@ -78,6 +80,31 @@ def _load_peers():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _steps(case: str) -> int:
+    """``T`` of an inference case's name (``"T=8"``, ``"T=8, batch whole"``)."""
+    return int(case.split(",")[0].split("=")[1])
+
+
+def _resnet18_table(peers_mod, batch: int, repeats: int) -> dict:
+    """ResNet-18 (cifar stem, 32x32x3, 10 classes) inference at T=4 and 8: ours, and SpikingJelly's
+    where installed, interleaved in one measurement."""
+    print("measuring ResNet-18 inference ...", file=sys.stderr)
+    model = resnet18(num_classes=10)
+    cases = {f"noisesnn-jax T={T}": _infer_case(model, batch, T, (32, 32, 3)) for T in (4, 8)}
+    out: dict = {"repeats": repeats}
+    reason = None if peers_mod is None else peers_mod.available().get("spikingjelly")
+    if peers_mod is None:
+        reason = "benchmarks/peers.py not loaded (--no-peers)"
+    if reason is None:
+        runs, info = peers_mod.resnet18_runners("spikingjelly", batch, (4, 8))
+        cases.update({f"spikingjelly T={T}": run for T, run in runs.items()})
+        out["spikingjelly"] = info
+    else:
+        out["spikingjelly"] = {"skipped": reason}
+    out["ms"] = {k: 1e3 * v for k, v in timing.measure(cases, repeats, warmup=1).items()}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,10 +132,15 @@ def main(argv: list[str] | None = None) -> int:
             bptt.clone(remat=True), B, T)
     train = timing.measure(train_cases, args.repeats)
 
-    # 2. the cost of time: T=N inference vs N x the T=1 forward
+    # 2. the cost of time: T=N inference vs N x the T=1 forward; the batch whole vs in pieces
     print("measuring inference ...", file=sys.stderr)
     snn = CNN()
-    infer = timing.measure({f"T={T}": _infer_case(snn, B, T) for T in (1, 4, 8, 16)}, args.repeats)
+    cases = {f"T={T}": _infer_case(snn, B, T) for T in (1, 4, 8, 16)}
+    cases.update({f"T={T}, batch whole": _infer_case(snn, B, T, microbatch=B) for T in (4, 8)})
+    infer = timing.measure(cases, args.repeats)
+    x1 = np.zeros((B, 28, 28, 1), np.float32)
+    pieces = {T: evaluate.microbatch_size(snn, snn.init({"params": jax.random.key(0)}, x1[:1]), x1, T)
+              for T in (1, 4, 8, 16)}
 
     # 3. peers
     peers = {}
@@ -125,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as e:  # a peer's failure must not lose our own numbers
                 peers[name] = {"skipped": f"{type(e).__name__}: {e}"}
 
+    # 4. ResNet-18 (32x32x3) inference, ours and SpikingJelly's timed side by side
+    resnet = _resnet18_table(mod, B, max(3, args.repeats // 5))
+
     base = train["relu ANN"]
     result = {
         "date": datetime.date.today().isoformat(), "machine": timing.machine(), "batch": B,
@@ -133,8 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         "train_ratio_to_ann": {k: v / base for k, v in train.items()},
         "train_temp_mib": {k: v / 2 ** 20 for k, v in temps.items()},
         "inference_ms": {k: 1e3 * v for k, v in infer.items()},
-        "inference_ratio_to_n_t1": {k: infer[k] / (int(k[2:]) * infer["T=1"]) for k in infer},
+        "inference_ratio_to_n_t1": {k: infer[k] / (_steps(k) * infer["T=1"]) for k in infer},
+        "inference_piece": {f"T={T}": n for T, n in pieces.items()},
+        "cache_bytes": evaluate.cache_bytes(),
         "peers": peers,
+        "resnet18": resnet,
     }
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.json"), "w") as f:
@@ -154,16 +192,23 @@ def render(r: dict) -> str:
              "|---|---:|---:|---:|"]
     for k, v in r["train_step_ms"].items():
         lines.append(f"| {k} | {v:.1f} | {r['train_ratio_to_ann'][k]:.2f} | {r['train_temp_mib'][k]:.1f} |")
-    lines += ["", "| inference (BN folded) | ms | ratio to T x (T=1 forward) |", "|---|---:|---:|"]
+    lines += ["", "| inference (BN folded) | ms | ratio to T x (T=1 forward) | images per piece |",
+              "|---|---:|---:|---:|"]
     for k, v in r["inference_ms"].items():
-        lines.append(f"| {k} | {v:.1f} | {r['inference_ratio_to_n_t1'][k]:.2f} |")
+        piece = r["batch"] if "whole" in k else r.get("inference_piece", {}).get(k, "")
+        lines.append(f"| {k} | {v:.1f} | {r['inference_ratio_to_n_t1'][k]:.2f} | {piece} |")
+    if "cache_bytes" in r:
+        lines += ["", f"Inference runs the batch in pieces whose largest activation fits the cores' L2 cache "
+                      f"({r['cache_bytes'] / 2 ** 20:.0f} MiB here; `evaluate.microbatch_size`); "
+                      f"\"batch whole\" rows run all {r['batch']} images at once."]
     if r["peers"]:
         ours = {"inference_s": {T: r["inference_ms"].get(f"T={T}", float("nan")) / 1e3 for T in (4, 8)},
                 "train_step_s": r["train_step_ms"]["BPTT T=4"] / 1e3}
         lines += ["", "| library | inference T=4 (ms) | inference T=8 (ms) | BPTT step T=4 (ms) | note |",
                   "|---|---:|---:|---:|---|",
                   f"| noisesnn-jax | {1e3 * ours['inference_s'][4]:.1f} | {1e3 * ours['inference_s'][8]:.1f} | "
-                  f"{1e3 * ours['train_step_s']:.1f} | jit, first layer once; T=1 noisy step: "
+                  f"{1e3 * ours['train_step_s']:.1f} | jit, first layer once, cache-sized pieces of the batch; "
+                  f"T=1 noisy step: "
                   f"{r['train_step_ms']['T=1 gaussian, hash']:.1f} ms |"]
         for name, p in r["peers"].items():
             if "skipped" in p:
@@ -172,6 +217,21 @@ def render(r: dict) -> str:
             inf = {int(k): v for k, v in p["inference_s"].items()}
             lines.append(f"| {name} {p.get('version', '')} | {1e3 * inf.get(4, float('nan')):.1f} | "
                          f"{1e3 * inf.get(8, float('nan')):.1f} | {1e3 * p['train_step_s']:.1f} | {p.get('note', '')} |")
+    rn = r.get("resnet18")
+    if rn:
+        ms = rn["ms"]
+        sj = rn.get("spikingjelly", {})
+        lines += ["", f"| ResNet-18 (32x32x3) inference, batch {r['batch']} | T=4 (ms) | T=8 (ms) | note |",
+                  "|---|---:|---:|---|",
+                  f"| noisesnn-jax | {ms['noisesnn-jax T=4']:.0f} | {ms['noisesnn-jax T=8']:.0f} | "
+                  f"median of {rn['repeats']} interleaved repeats |"]
+        if "skipped" in sj:
+            lines.append(f"| spikingjelly | - | - | skipped: {sj['skipped']} |")
+        else:
+            lines.append(f"| spikingjelly {sj['version']} | {ms['spikingjelly T=4']:.0f} | {ms['spikingjelly T=8']:.0f} | "
+                         f"{sj['note']} |")
+            lines.append(f"| ratio spikingjelly / noisesnn-jax | {ms['spikingjelly T=4'] / ms['noisesnn-jax T=4']:.2f} | "
+                         f"{ms['spikingjelly T=8'] / ms['noisesnn-jax T=8']:.2f} | |")
     return "\n".join(lines) + "\n"
 
 

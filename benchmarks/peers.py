@@ -220,6 +220,96 @@ def _torch_bench(name: str, batch: int, timesteps: tuple[int, ...], train_timest
             "repeats": repeats, "note": note}
 
 
+# ResNet-18 for 32x32 inputs (the second network of the inference table)
+
+RESNET18_WIDTHS = (64, 128, 256, 512)
+
+
+def resnet18_params(num_classes: int = NUM_CLASSES) -> int:
+    """Learnable parameters of ``noisesnn_jax.models.resnet18`` (cifar stem, 3 input channels):
+    bias-free convolutions with BN scale and shift, a dense readout with bias."""
+    def conv_bn(cin: int, cout: int, k: int) -> int:
+        return k * k * cin * cout + 2 * cout
+
+    n, cin = conv_bn(3, 64, 3), 64
+    for w in RESNET18_WIDTHS:
+        for _ in range(2):
+            n += conv_bn(cin, w, 3) + conv_bn(w, w, 3)
+            if cin != w:
+                n += conv_bn(cin, w, 1)
+            cin = w
+    return n + cin * num_classes + num_classes
+
+
+def build_spikingjelly_resnet18() -> Any:
+    """ResNet-18 (cifar stem) in SpikingJelly's multi-step mode: ``[T, B, 3, 32, 32] -> [T, B, 10]``.
+
+    Like ``noisesnn_jax.models.resnet18``: conv3x3(3->64) BN IF, four stages of two basic blocks
+    (64-128-256-512, stride 2 from the second stage), each block ``IF(bn(conv(IF(bn(conv x)))) +
+    shortcut(x))`` with a 1x1 conv + BN shortcut where the shape changes, global average pooling and
+    a dense readout. Stride-2 convolutions pad 1 on each side (torch's own; ours pads SAME).
+    """
+    import torch.nn as nn
+    from spikingjelly.activation_based import functional, layer, neuron, surrogate
+
+    def if_node() -> nn.Module:
+        node = neuron.IFNode(v_threshold=THRESHOLD, v_reset=None, surrogate_function=surrogate.ATan(),
+                             step_mode="m")
+        node.set_reset_value("v", V_INIT)
+        return node
+
+    def conv_bn(cin: int, cout: int, k: int, stride: int) -> nn.Module:
+        return layer.SeqToANNContainer(nn.Conv2d(cin, cout, k, stride, padding=k // 2, bias=False),
+                                       nn.BatchNorm2d(cout, eps=BN_EPS, momentum=BN_MOMENTUM_TORCH))
+
+    class Basic(nn.Module):
+        def __init__(self, cin: int, width: int, stride: int) -> None:
+            super().__init__()
+            self.a, self.act_a = conv_bn(cin, width, 3, stride), if_node()
+            self.b = conv_bn(width, width, 3, 1)
+            self.shortcut = conv_bn(cin, width, 1, stride) if (stride != 1 or cin != width) else None
+            self.act_out = if_node()
+
+        def forward(self, x: Any) -> Any:
+            h = self.b(self.act_a(self.a(x)))
+            return self.act_out(h + (x if self.shortcut is None else self.shortcut(x)))
+
+    mods: list[nn.Module] = [conv_bn(3, 64, 3, 1), if_node()]
+    cin = 64
+    for s, w in enumerate(RESNET18_WIDTHS):
+        for b in range(2):
+            mods.append(Basic(cin, w, 2 if (b == 0 and s > 0) else 1))
+            cin = w
+    mods.append(layer.SeqToANNContainer(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, NUM_CLASSES)))
+    net = nn.Sequential(*mods)
+    functional.set_step_mode(net, "m")
+    functional.reset_net(net)
+    return net
+
+
+def resnet18_runners(name: str, batch: int, timesteps: tuple[int, ...] = (4, 8)) -> tuple[dict, dict]:
+    """ResNet-18 (32x32x3) inference in peer ``name`` (SpikingJelly only): ``({T: run once},
+    {"version", "num_params", "note"})``, for ``bench.py`` to time beside its own runs."""
+    if name != "spikingjelly":
+        raise ValueError(f"the ResNet-18 case is written for spikingjelly only, not {name!r}")
+    reason = _reason(name)
+    if reason is not None:
+        raise RuntimeError(reason)
+    import torch
+
+    torch.manual_seed(0)
+    net = build_spikingjelly_resnet18().eval()
+    x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+    def run(T: int) -> None:
+        with torch.no_grad():
+            _sj_forward(net, x, T)
+
+    info = {"version": _version(name), "num_params": sum(p.numel() for p in net.parameters() if p.requires_grad),
+            "note": f"torch {torch.__version__}, {torch.get_num_threads()} threads, eager, multi-step m mode"}
+    return {int(T): functools.partial(run, int(T)) for T in timesteps}, info
+
+
 # ------------------------------------------------------------------------------------------------
 # Spyx (JAX, flax.nnx)
 

@@ -96,3 +96,20 @@ def test_snntorch_reads_our_nir_graph_with_the_same_predictions(tmp_path):
     got = interop.snntorch_predict(nir.read(path), np.ascontiguousarray(x.transpose(0, 3, 1, 2)), 8)
     want = np.asarray(evaluate.predict(model, v, x, 8)[0]).argmax(-1)
     np.testing.assert_array_equal(got, want)
+
+
+def test_spikingjelly_resnet18_matches_ours(peers, status):
+    """The ResNet-18 of the bench's second table has our zoo model's parameter count and times."""
+    import jax
+    import jax.numpy as jnp
+
+    from noisesnn_jax.models import resnet18
+
+    v = jax.eval_shape(lambda x: resnet18(num_classes=10).init({"params": jax.random.key(0)}, x),
+                       jnp.ones((1, 32, 32, 3)))
+    assert peers.resnet18_params() == sum(math.prod(a.shape) for a in jax.tree_util.tree_leaves(v["params"]))
+    if status["spikingjelly"] is not None:
+        pytest.skip(status["spikingjelly"])
+    runs, info = peers.resnet18_runners("spikingjelly", batch=1, timesteps=(2,))
+    assert info["num_params"] == peers.resnet18_params()
+    runs[2]()
