@@ -12,7 +12,7 @@ import pytest
 from noisesnn_jax import Neuron, Noise, expected_spike, noisy_spike
 from noisesnn_jax.spikes import SAMPLERS, hash_uniform, sample_standard, standard_cdf, standard_pdf, uniform16
 
-KINDS = ["gaussian", "uniform", "logistic"]
+KINDS = ["gaussian", "uniform", "triangular", "logistic"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -20,6 +20,21 @@ def test_standard_noise_has_zero_mean_unit_variance(kind):
     eps = np.asarray(sample_standard(kind, jax.random.key(0), (200_000,)))
     assert abs(eps.mean()) < 0.01
     assert abs(eps.std() - 1.0) < 0.01
+
+
+def test_distribution_functions_match_scipy():
+    """Each kind's F and p are those of its standardized law (scipy's, independently written)."""
+    stats = pytest.importorskip("scipy.stats")
+    z = np.linspace(-6.0, 6.0, 2401)
+    laws = {"gaussian": stats.norm(), "uniform": stats.uniform(-math.sqrt(3), 2 * math.sqrt(3)),
+            "triangular": stats.triang(0.5, loc=-math.sqrt(6), scale=2 * math.sqrt(6)),
+            "logistic": stats.logistic(scale=math.sqrt(3) / math.pi)}
+    for kind, law in laws.items():
+        assert law.var() == pytest.approx(1.0) and law.mean() == pytest.approx(0.0, abs=1e-12)
+        np.testing.assert_allclose(np.asarray(standard_cdf(kind, jnp.asarray(z, jnp.float32))), law.cdf(z),
+                                   atol=2e-7, err_msg=kind)
+        np.testing.assert_allclose(np.asarray(standard_pdf(kind, jnp.asarray(z, jnp.float32))), law.pdf(z),
+                                   atol=1e-6, err_msg=kind)
 
 
 @pytest.mark.parametrize("kind", KINDS)
