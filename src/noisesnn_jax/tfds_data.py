@@ -283,21 +283,24 @@ class TFDSDataset:
             img = _resize_box(img, (0, 0, img.shape[1], img.shape[0]), self.image_size)
         return img
 
-    def _standardize(self, img: np.ndarray) -> np.ndarray:
+    def _standardize(self, img: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``(img / 255 - mean) / std`` as float32 (into ``out`` when given, for uint8 images)."""
         if img.dtype == np.uint8:
-            return standardize_uint8(img, self._table)
+            return standardize_uint8(img, self._table, out)
         return (img.astype(np.float32) / 255.0 - self.mean) / self.std
 
-    def imagenet_train_transform(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Random-resized crop and flip, standardized: ``[S, S, C]`` float32."""
+    def imagenet_train_transform(self, img: Any, rng: np.random.Generator,
+                                 out: np.ndarray | None = None) -> np.ndarray:
+        """Random-resized crop and flip, standardized: ``[S, S, C]`` float32 (written to ``out``
+        when given). ``img``: a uint8 array or a PIL image."""
         img = random_resized_crop(img, rng, self.image_size)
-        return self._standardize(img[:, ::-1] if rng.random() < 0.5 else img)
+        return self._standardize(img[:, ::-1] if rng.random() < 0.5 else img, out)
 
-    def eval_transform(self, img: np.ndarray) -> np.ndarray:
+    def eval_transform(self, img: Any, out: np.ndarray | None = None) -> np.ndarray:
         """Standardized evaluation image ``[S, S, C]`` float32 (ImageNet: resize + center crop)."""
         if self.spec.augment == "imagenet":
-            return self._standardize(center_crop(img, self.image_size))
-        return self._standardize(self._resized(img))
+            return self._standardize(center_crop(img, self.image_size), out)
+        return self._standardize(self._resized(img), out)
 
     # --------------------------------------------------------------------------- batches
 
@@ -307,8 +310,8 @@ class TFDSDataset:
         idx = batch_indices(self.num_train, batch_size, seed, step)
         if self.spec.augment == "imagenet":  # per example: the crop's draws vary in number
             positions = np.arange(len(idx))[rows]
-            return self._load(self._train, idx[rows], lambda img, j: self.imagenet_train_transform(
-                img, np.random.default_rng([seed, step, int(positions[j])])))
+            return self._load(self._train, idx[rows], lambda img, j, out: self.imagenet_train_transform(
+                img, np.random.default_rng([seed, step, int(positions[j])]), out))
         x, y = self._pixels(self._train, idx[rows])
         if self.spec.augment == "pad_crop_flip":
             offsets, flips = crop_flip_draws(len(idx), seed, step)
@@ -318,7 +321,7 @@ class TFDSDataset:
     def test_examples(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Evaluation images and labels of the test split at ``indices``."""
         if self.spec.augment == "imagenet":
-            return self._load(self._test, np.asarray(indices), lambda img, j: self.eval_transform(img))
+            return self._load(self._test, np.asarray(indices), lambda img, j, out: self.eval_transform(img, out))
         x, y = self._pixels(self._test, np.asarray(indices))
         return self._standardize(x), y
 
@@ -328,7 +331,7 @@ class TFDSDataset:
             _check_indices(self.name, indices, len(source))
             images, labels = source.arrays(self.name, self.spec.channels)
             return images[indices].astype(np.float32), labels[indices].astype(np.int32)
-        return self._load(source, indices, lambda img, j: self._resized(img))
+        return self._load(source, indices, lambda img, j, out: self._resized(img))
 
     def _decoded(self, data: Any, index: int):
         """The PIL image of an encoded example; an undecodable one is a :class:`DataError`."""
@@ -340,7 +343,9 @@ class TFDSDataset:
                             f"prepare the dataset again") from None
 
     def _load(self, source, indices: np.ndarray,
-              transform: Callable[[np.ndarray, int], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+              transform: Callable[[Any, int, np.ndarray | None], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Images ``transform(image, position, out)`` and labels of ``indices``; a transform may write
+        into ``out`` (the batch's row) and return it."""
         n = len(indices)
         _check_indices(self.name, indices, len(source))
         x = np.empty((n,) + self.input_shape, np.float32)
@@ -358,14 +363,16 @@ class TFDSDataset:
             for j, ex in zip(chunk, examples):
                 if self.encoded:
                     img = self._decoded(ex["image"], int(indices[j]))
-                    x[j] = transform(img, int(j))
+                    out = transform(img, int(j), x[j])
+                    if out.base is not x:  # the transform did not write into the batch
+                        x[j] = out
                     y[j] = int(ex["label"])
                     continue
                 img = np.asarray(ex["image"])
                 if img.ndim != 3 or img.shape[-1] != self.spec.channels or img.dtype != np.uint8:
                     raise DataError(f"dataset {self.name!r}: example {int(indices[j])} is {img.dtype}{list(img.shape)}, "
                                     f"expected uint8 images with {self.spec.channels} channels; prepare it again")
-                x[j] = transform(img, int(j))
+                x[j] = transform(img, int(j), None)
                 y[j] = int(ex["label"])
 
         chunks = [c for c in np.array_split(np.arange(n), max(1, min(n, self.workers))) if len(c)]
