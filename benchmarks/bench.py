@@ -107,6 +107,21 @@ def _resnet18_table(peers_mod, batch: int, repeats: int) -> dict:
     return out
 
 
+def _conv_bound(peers_mod, rows: int, repeats: int) -> dict:
+    """The ReLU CNN's training step at ``rows = T x B`` images: ours (XLA) and plain PyTorch (oneDNN)."""
+    print(f"measuring the ReLU step at batch {rows} ...", file=sys.stderr)
+    cases = {"noisesnn-jax (XLA)": _train_case(CNN(activation="relu"), rows)[0]}
+    out: dict = {"rows": rows, "repeats": repeats}
+    reason = "benchmarks/peers.py not loaded (--no-peers)" if peers_mod is None else \
+        peers_mod.available().get("spikingjelly")  # the torch peers' install
+    if reason is None:
+        cases["pytorch (oneDNN)"], out["note"] = peers_mod.torch_relu_runner(rows)
+    else:
+        out["skipped"] = reason
+    out["ms"] = {k: 1e3 * v for k, v in timing.measure(cases, repeats).items()}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batch", type=int, default=64)
@@ -121,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     # 1. the cost of the noise: T=1 noisy step vs the same model's ReLU ANN step
     print("measuring training steps ...", file=sys.stderr)
     train_cases, temps = {}, {}
-    cheap = {k: CNN(noise=Noise(k, sampler="hash")) for k in ("uniform", "logistic")}
+    cheap = {k: CNN(noise=Noise(k, sampler="hash")) for k in ("uniform", "triangular", "logistic")}
     for name, model in [("relu ANN", CNN(activation="relu")), ("T=1 no noise", CNN(noise=Noise("none"))),
                         *[(f"T=1 gaussian, {s}", m) for s, m in gauss.items()],
                         *[(f"T=1 {k}, hash", m) for k, m in cheap.items()]]:
@@ -160,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     # 4. ResNet-18 (32x32x3) inference, ours and SpikingJelly's timed side by side
     resnet = _resnet18_table(mod, B, max(3, args.repeats // 5))
 
+    # 5. what bounds the BPTT step: the same CNN's ReLU step at batch T*B, in JAX and in PyTorch
+    convs = _conv_bound(mod, B * 4, max(5, args.repeats // 2))
+
     base = train["relu ANN"]
     result = {
         "date": datetime.date.today().isoformat(), "machine": timing.machine(), "batch": B,
@@ -173,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         "cache_bytes": evaluate.cache_bytes(),
         "peers": peers,
         "resnet18": resnet,
+        "conv_bound": convs,
     }
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.json"), "w") as f:
@@ -232,6 +251,12 @@ def render(r: dict) -> str:
                          f"{sj['note']} |")
             lines.append(f"| ratio spikingjelly / noisesnn-jax | {ms['spikingjelly T=4'] / ms['noisesnn-jax T=4']:.2f} | "
                          f"{ms['spikingjelly T=8'] / ms['noisesnn-jax T=8']:.2f} | |")
+    cb = r.get("conv_bound")
+    if cb:
+        lines += ["", f"| ReLU CNN training step at batch {cb['rows']} (= T x B of BPTT T=4) | ms |", "|---|---:|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in cb["ms"].items()]
+        if "skipped" in cb:
+            lines.append(f"| pytorch | skipped: {cb['skipped']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -220,6 +220,37 @@ def _torch_bench(name: str, batch: int, timesteps: tuple[int, ...], train_timest
             "repeats": repeats, "note": note}
 
 
+def torch_relu_runner(batch: int) -> tuple[Any, str]:
+    """One Adam step of the same CNN with ReLU in plain PyTorch (no SNN library): ``(run once, note)``.
+    At ``batch = T x B`` it is the convolution work of a BPTT step, so it separates the convolution
+    kernels (oneDNN here, XLA's in JAX) from the spiking part."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    mods: list[nn.Module] = []
+    cin = 1
+    for i, width in enumerate(CHANNELS):
+        mods += [nn.Conv2d(cin, width, 3, padding=1, bias=False),
+                 nn.BatchNorm2d(width, eps=BN_EPS, momentum=BN_MOMENTUM_TORCH), nn.ReLU()]
+        if i in POOL_AFTER:
+            mods.append(nn.AvgPool2d(2, 2))
+        cin = width
+    net = nn.Sequential(*mods, nn.Flatten(), nn.Linear(FEATURES, NUM_CLASSES)).train()
+    opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(batch, 1, 28, 28, generator=gen), torch.randint(0, NUM_CLASSES, (batch,), generator=gen)
+
+    def run() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+
+    return run, f"torch {torch.__version__}, {torch.get_num_threads()} threads, eager"
+
+
+# ------------------------------------------------------------------------------------------------
 # ResNet-18 for 32x32 inputs (the second network of the inference table)
 
 RESNET18_WIDTHS = (64, 128, 256, 512)
