@@ -32,11 +32,15 @@ def test_rules_parse_and_bad_rules_are_named():
             ExitRule.parse(text)
 
 
-def test_stepwise_run_with_compaction_equals_its_simulation():
-    """The margin rule run step by step (the batch compacted as samples stop) makes the decisions
-    computed offline from the fast path's per-step readout; with no stop, its synaptic events are
-    the operation count of the fixed-T run."""
+@pytest.mark.parametrize("pieces", [False, True], ids=["whole", "pieces"])
+def test_stepwise_run_with_compaction_equals_its_simulation(pieces, monkeypatch):
+    """The margin rule run step by step (the batch compacted as samples stop; the rows whole, or in
+    pieces of 8 as on a CPU with a small cache) makes the decisions computed offline from the fast
+    path's per-step readout; with no stop, its synaptic events are the operation count of the
+    fixed-T run."""
     model, v, x = _net(CNN, (40, 12, 12, 1))
+    if pieces:
+        monkeypatch.setattr(evaluate, "microbatch_size", lambda model, variables, x, T: min(8, x.shape[0]))
     logits = evaluate.step_logits(model, v, x, 8)
     spread = np.ptp(np.asarray(logits).mean(0), axis=-1)
     rule = ExitRule("margin", float(np.quantile(spread, 0.3)) / 2)

@@ -153,6 +153,10 @@ def test_microbatch_size_fills_the_cache(monkeypatch):
     assert evaluate.microbatch_size(model, v, x, 1) == 8
     assert evaluate.microbatch_size(model, v, x, 16) == 1
     assert evaluate.microbatch_size(model, v, x, 4, backend="gpu") == 64
+    monkeypatch.setattr(evaluate, "cache_bytes", lambda: 10 * row)  # fits 10 at T=1: 8 divides 64
+    assert evaluate.microbatch_size(model, v, x, 1) == 8
+    assert evaluate.microbatch_size(model, v, x[:60], 1) == 10
+    assert evaluate.microbatch_size(model, v, x[:61], 1) == 10  # 61 is prime: 6 pieces of 10 + 1
     monkeypatch.setattr(evaluate, "cache_bytes", lambda: 10 ** 12)
     assert evaluate.microbatch_size(model, v, x, 4) == 64
 

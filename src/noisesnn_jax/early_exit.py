@@ -141,7 +141,8 @@ def _pooled(node: Any, shape: tuple[int, ...]) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=16)
 def _step_fn(model: Any):
-    """Jitted ``(variables, state, x) -> (logits [B, K], state, synaptic events per row [B])``."""
+    """Jitted ``(variables, state, x, piece) -> (logits [B, K], state, synaptic events per row [B])``;
+    the rows run in pieces of ``piece`` (``lax.map``), like :func:`noisesnn_jax.evaluate.predict`."""
     import flax.linen as nn
 
     from noisesnn_jax import ops
@@ -164,7 +165,15 @@ def _step_fn(model: Any):
         events = sum(seen[1:], jnp.zeros(x.shape[0]))  # the first layer's MACs are counted once, apart
         return logits, new[STATE_COLLECTION], events
 
-    return jax.jit(step)
+    def pieces(variables, state, x, piece):
+        rows = x.shape[0]
+        if piece >= rows or rows % piece:
+            return step(variables, state, x)
+        split = lambda a: a.reshape((rows // piece, piece) + a.shape[1:])  # noqa: E731
+        out = jax.lax.map(lambda sx: step(variables, *sx), jax.tree_util.tree_map(split, (state, x)))
+        return jax.tree_util.tree_map(lambda a: a.reshape((rows,) + a.shape[2:]), out)
+
+    return jax.jit(pieces, static_argnums=3)
 
 
 def _bucket(n: int) -> int:
@@ -198,8 +207,10 @@ def predict_early_exit(model: Any, variables: Variables, images: Any, max_timest
     steps = np.zeros(n, np.int64)
     events = np.zeros(n, np.float64)
     preds = np.zeros(n, np.int64)
+    from noisesnn_jax.evaluate import microbatch_size
+
     for t in range(1, max_timesteps + 1):
-        logits, state, ev = step(variables, state, x)
+        logits, state, ev = step(variables, state, x, microbatch_size(model, variables, x, 1))
         live = len(active)
         logits = np.asarray(logits, np.float64)[:live]
         if sums.shape[1] == 0:

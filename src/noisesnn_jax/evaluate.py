@@ -99,13 +99,16 @@ def microbatch_size(model: Any, variables: Variables, images: Any, timesteps: in
     per-image activation of one time step, fits in the cores' L2 cache (:func:`cache_bytes`):
     a multi-step network makes ``T`` passes over each layer's output, which then come from the
     cache instead of memory. Each piece computes exactly what the whole batch does (images are
-    independent at inference). Accelerators take the batch whole.
+    independent at inference). A size that divides the batch is preferred when it is at least half
+    the largest that fits (equal pieces, no remainder to compile). Accelerators take the batch whole.
     """
     batch = int(images.shape[0])
     if (backend or jax.default_backend()) != "cpu" or batch <= 1:
         return max(1, batch)
     row = _row_bytes(model, variables, tuple(int(d) for d in images.shape[1:]), images.dtype)
-    return max(1, min(batch, cache_bytes() // (row * max(1, int(timesteps)))))
+    size = max(1, min(batch, cache_bytes() // (row * max(1, int(timesteps)))))
+    divisor = max(d for d in range(1, size + 1) if batch % d == 0)
+    return divisor if 2 * divisor >= size else size  # equal pieces, no remainder, where close
 
 
 def _forward(model: Any, variables: Variables, images: Array, timesteps: int, rngs: dict[str, Any],
