@@ -2,7 +2,8 @@
 
     python experiments/demo.py --workdir runs/demo --out experiments/results   (make demo)
 
-Trains the small CNN of ``experiments/configs/mnist5k.py`` at T=1 with Gaussian noise, the same
+Trains the small CNN of ``experiments/configs/mnist5k.py`` at T=1 with the library's default noise
+(``spikes.Noise()``: triangular), the same
 CNN without noise (kind ``none``: the deterministic T=1 network with a triangle surrogate) and as
 a ReLU ANN, then evaluates the converted spiking networks at every T. Writes ``demo.json``,
 ``demo.md`` (the table the README shows) and ``demo.png`` to ``--out``. Re-running reuses the
@@ -23,13 +24,14 @@ from noisesnn_jax import timing
 from noisesnn_jax.cli import format_table, plot_accuracy
 from noisesnn_jax.errors import NoiseSNNError
 from noisesnn_jax.evaluate import evaluate_run
+from noisesnn_jax.spikes import Noise
 from noisesnn_jax.train import train_and_evaluate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-VARIANTS = {
-    "gaussian noise": ["--config.noise.kind=gaussian"],
-    "no noise": ["--config.noise.kind=none"],
-    "ReLU ANN": ["--config.model.activation=relu"],
+VARIANTS = {  # name: (workdir under --workdir, overrides); the noisy run uses the library's default noise
+    f"{Noise().kind} noise": ("noisy", [f"--config.noise.kind={Noise().kind}"]),
+    "no noise": ("none", ["--config.noise.kind=none"]),
+    "ReLU ANN": ("relu", ["--config.model.activation=relu"]),
 }
 
 
@@ -60,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     results, names = [], []
     try:
-        for name, overrides in VARIANTS.items():
+        for name, (folder, overrides) in VARIANTS.items():
             config = config_lib.load_config(args.config)
             config_lib.apply_overrides(config, overrides + extra)
-            workdir = os.path.join(args.workdir, name.split()[0].lower())
+            workdir = os.path.join(args.workdir, folder)
             print(f"== {name}: training into {workdir}", flush=True)
             t0 = time.perf_counter()
             train_and_evaluate(config, workdir)

@@ -1,6 +1,6 @@
 """The exported NIR graph read by independent readers: the same predictions on a test set.
 
-    python experiments/nir_interop.py --workdir runs/demo/gaussian --timesteps 8 --out experiments/results
+    python experiments/nir_interop.py --workdir runs/demo/noisy --timesteps 8 --out experiments/results
 
 Exports the trained workdir's spiking network as NIR (``noisesnn export``), then predicts every
 test image three ways at the same T and compares them with this library's own predictions:
@@ -90,7 +90,7 @@ def snntorch_predict(graph, images_nchw: np.ndarray, timesteps: int, batch_size:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--workdir", default="runs/demo/gaussian")
+    p.add_argument("--workdir", default="runs/demo/noisy")
     p.add_argument("--timesteps", type=int, default=8)
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     p.add_argument("--name", default="nir_interop")

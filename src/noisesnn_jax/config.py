@@ -20,7 +20,7 @@ from noisesnn_jax.data import DATASETS, TFDS_DATASETS
 from noisesnn_jax.errors import ConfigError
 from noisesnn_jax.models import ACTIVATIONS, MODELS, POOLS
 from noisesnn_jax.neurons import RESETS
-from noisesnn_jax.spikes import NOISE_KINDS, SAMPLERS
+from noisesnn_jax.spikes import NOISE_KINDS, SAMPLERS, Noise
 from noisesnn_jax.surrogate import SURROGATES
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -29,7 +29,7 @@ SCHEDULES = ("cosine", "constant")
 
 
 def get_config() -> ml_collections.ConfigDict:
-    """Defaults: small CNN on ``mnist5k``, T=1 training with Gaussian noise."""
+    """Defaults: small CNN on ``mnist5k``, T=1 training with ``spikes.Noise()``'s noise (triangular)."""
     c = ml_collections.ConfigDict()
     # noisy: T=1 training with noise (this library's method); bptt: spike-based BP through T
     # steps (train.timesteps); convert: ReLU ANN + threshold balancing; qcfs: QCFS ANN.
@@ -52,8 +52,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.neuron = ml_collections.ConfigDict({
         "threshold": 1.0, "tau": 0.0, "reset": "subtract", "surrogate": "triangle", "alpha": 0.0})
     # sampler: how training spikes are drawn (spikes.Noise): hash (fastest), reparam, uniform16.
-    c.noise = ml_collections.ConfigDict({"kind": "gaussian", "mean": 0.5, "std": 12 ** -0.5,
-                                         "sampler": "hash"})
+    default = Noise()  # the command's noise is the library's default noise
+    c.noise = ml_collections.ConfigDict({"kind": default.kind, "mean": default.mean, "std": default.std,
+                                         "sampler": default.sampler})
     c.train = ml_collections.ConfigDict({
         "epochs": 15, "batch_size": 64, "optimizer": "adam", "learning_rate": 1e-3,
         "schedule": "cosine", "weight_decay": 0.0, "momentum": 0.9, "label_smoothing": 0.0,
