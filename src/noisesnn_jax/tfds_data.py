@@ -18,7 +18,8 @@ number of processes, sees the same images.
   ``image_size / 0.875`` and takes the center ``image_size`` crop. Its JPEGs stay encoded in the
   data source (``SkipDecoding``); the transform decodes each one (PIL) and crops and resizes the
   decoded image directly, and standardization is a table lookup. Both give the same bits as TFDS's
-  decoding followed by the array operations (tested), at about twice the images per second.
+  decoding followed by the array operations (tested), at 1.4-1.5 times the images per second on
+  one thread (``benchmarks/pipeline.py``).
 - MNIST: no augmentation (a flipped digit is another digit).
 
 Small datasets (MNIST, Fashion-MNIST, CIFAR) are decoded once into memory (uint8) on first use,
