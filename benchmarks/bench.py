@@ -20,7 +20,6 @@ import argparse  # noqa: E402
 import datetime
 import functools
 import importlib.util
-import json
 import sys
 from collections.abc import Callable
 
@@ -200,13 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "resnet18": resnet,
         "conv_bound": convs,
     }
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    md = render(result)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(md)
-    print(md)
+    timing.write_report(args.out, "results", result, render(result))
     return 0
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
-import json
 import os
 import sys
 import time
@@ -98,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import nir
 
-    from noisesnn_jax import evaluate
+    from noisesnn_jax import evaluate, timing
     from noisesnn_jax.checkpoint import restore_run
     from noisesnn_jax.export import export_run
 
@@ -141,11 +140,7 @@ def main(argv: list[str] | None = None) -> int:
           "| reader | accuracy (%) | same prediction as noisesnn-jax |", "|---|---:|---:|"]
     md += [f"| {r['reader']} | {100 * r['accuracy']:.2f} | {r['same_predictions']} / {r['total']} |" for r in rows]
     md += ["", f"Command: `{result['command']}`"]
-    with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    with open(os.path.join(args.out, f"{args.name}.md"), "w") as f:
-        f.write("\n".join(md) + "\n")
-    print("\n".join(md))
+    timing.write_report(args.out, args.name, result, "\n".join(md) + "\n")
     return 0
 
 

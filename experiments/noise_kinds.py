@@ -134,13 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         result["fashion_mnist"] = fashion(args.data_dir, [k for k in args.fashion_kinds.split(",") if k])
     print("== step cost", flush=True)
     result["step_ms"] = {k: 1e3 * v for k, v in step_cost(args.repeats).items()}
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "noise_kinds.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    md = render(result)
-    with open(os.path.join(args.out, "noise_kinds.md"), "w") as f:
-        f.write(md)
-    print(md)
+    timing.write_report(args.out, "noise_kinds", result, render(result))
     return 0
 
 

@@ -48,3 +48,17 @@ def compiled_temp_mib(fn: Callable, *args) -> float:
     if analysis is None:
         return float("nan")
     return float(getattr(analysis, "temp_size_in_bytes", float("nan"))) / 2 ** 20
+
+
+def write_report(out: str, name: str, result: dict, markdown: str) -> None:
+    """Write a measurement as ``out/name.json`` and ``out/name.md`` (each replaced whole, so a cut
+    run leaves the previous report), then print the markdown."""
+    import json
+
+    os.makedirs(out, exist_ok=True)
+    for ext, text in (("json", json.dumps(result, indent=1)), ("md", markdown)):
+        path = os.path.join(out, f"{name}.{ext}")
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+    print(markdown)
