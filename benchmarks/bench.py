@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from noisesnn_jax import convert, evaluate, timing
+from noisesnn_jax import convert, evaluate, pieces, timing
 from noisesnn_jax.models import CNN, resnet18
 from noisesnn_jax.neurons import Neuron
 from noisesnn_jax.spikes import Noise
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     cases.update({f"T={T}, batch whole": _infer_case(snn, B, T, microbatch=B) for T in (4, 8)})
     infer = timing.measure(cases, args.repeats)
     x1 = np.zeros((B, 28, 28, 1), np.float32)
-    pieces = {T: evaluate.microbatch_size(snn, snn.init({"params": jax.random.key(0)}, x1[:1]), x1, T)
+    pieces = {T: pieces.microbatch_size(snn, snn.init({"params": jax.random.key(0)}, x1[:1]), x1, T)
               for T in (1, 4, 8, 16)}
 
     # 3. peers
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         "inference_ms": {k: 1e3 * v for k, v in infer.items()},
         "inference_ratio_to_n_t1": {k: infer[k] / (_steps(k) * infer["T=1"]) for k in infer},
         "inference_piece": {f"T={T}": n for T, n in pieces.items()},
-        "cache_bytes": evaluate.cache_bytes(),
+        "cache_bytes": pieces.cache_bytes(),
         "default_noise": (Noise().kind, Noise().sampler),
         "peers": peers,
         "resnet18": resnet,
@@ -218,7 +218,7 @@ def render(r: dict) -> str:
         lines.append(f"| {k} | {v:.1f} | {r['inference_ratio_to_n_t1'][k]:.2f} | {piece} |")
     if "cache_bytes" in r:
         lines += ["", f"Inference runs the batch in pieces whose largest activation fits the cores' L2 cache "
-                      f"({r['cache_bytes'] / 2 ** 20:.0f} MiB here; `evaluate.microbatch_size`); "
+                      f"({r['cache_bytes'] / 2 ** 20:.0f} MiB here; `pieces.microbatch_size`); "
                       f"\"batch whole\" rows run all {r['batch']} images at once."]
     if r["peers"]:
         ours = {"inference_s": {T: r["inference_ms"].get(f"T={T}", float("nan")) / 1e3 for T in (4, 8)},

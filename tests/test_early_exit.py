@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from noisesnn_jax import cli, evaluate, models, ops
+from noisesnn_jax import cli, evaluate, models, ops, pieces
 from noisesnn_jax.convert import fold_batchnorm
 from noisesnn_jax.early_exit import ExitRule, predict_early_exit, readout_bound, simulate_rule
 from noisesnn_jax.errors import ConfigError
@@ -32,15 +32,15 @@ def test_rules_parse_and_bad_rules_are_named():
             ExitRule.parse(text)
 
 
-@pytest.mark.parametrize("pieces", [False, True], ids=["whole", "pieces"])
-def test_stepwise_run_with_compaction_equals_its_simulation(pieces, monkeypatch):
+@pytest.mark.parametrize("in_pieces", [False, True], ids=["whole", "pieces"])
+def test_stepwise_run_with_compaction_equals_its_simulation(in_pieces, monkeypatch):
     """The margin rule run step by step (the batch compacted as samples stop; the rows whole, or in
     pieces of 8 as on a CPU with a small cache) makes the decisions computed offline from the fast
     path's per-step readout; with no stop, its synaptic events are the operation count of the
     fixed-T run."""
     model, v, x = _net(CNN, (40, 12, 12, 1))
-    if pieces:
-        monkeypatch.setattr(evaluate, "microbatch_size", lambda model, variables, x, T: min(8, x.shape[0]))
+    if in_pieces:
+        monkeypatch.setattr(pieces, "microbatch_size", lambda model, variables, x, T: min(8, x.shape[0]))
     logits = evaluate.step_logits(model, v, x, 8)
     spread = np.ptp(np.asarray(logits).mean(0), axis=-1)
     rule = ExitRule("margin", float(np.quantile(spread, 0.3)) / 2)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from noisesnn_jax import Neuron, Noise, baselines, convert, evaluate
+from noisesnn_jax import Neuron, Noise, baselines, convert, evaluate, pieces
 from noisesnn_jax.layers import STATE_COLLECTION
 from noisesnn_jax.models import CNN, MLP, VGG, ResNet
 
@@ -146,19 +146,19 @@ def test_microbatch_size_fills_the_cache(monkeypatch):
     model, shape = MODELS["cnn-avg"]
     x = jnp.ones((64,) + shape[1:])
     v = model.init({"params": jax.random.key(0)}, x[:1])
-    row = evaluate._row_bytes(model, v, shape[1:], x.dtype)
+    row = pieces._row_bytes(model, v, shape[1:], x.dtype)
     assert row == 4 * max(np.prod(a.shape[1:]) for a in _activations(model, v, x[:1]))
-    monkeypatch.setattr(evaluate, "cache_bytes", lambda: 8 * row)
-    assert evaluate.microbatch_size(model, v, x, 4) == 2
-    assert evaluate.microbatch_size(model, v, x, 1) == 8
-    assert evaluate.microbatch_size(model, v, x, 16) == 1
-    assert evaluate.microbatch_size(model, v, x, 4, backend="gpu") == 64
-    monkeypatch.setattr(evaluate, "cache_bytes", lambda: 10 * row)  # fits 10 at T=1: 8 divides 64
-    assert evaluate.microbatch_size(model, v, x, 1) == 8
-    assert evaluate.microbatch_size(model, v, x[:60], 1) == 10
-    assert evaluate.microbatch_size(model, v, x[:61], 1) == 10  # 61 is prime: 6 pieces of 10 + 1
-    monkeypatch.setattr(evaluate, "cache_bytes", lambda: 10 ** 12)
-    assert evaluate.microbatch_size(model, v, x, 4) == 64
+    monkeypatch.setattr(pieces, "cache_bytes", lambda: 8 * row)
+    assert pieces.microbatch_size(model, v, x, 4) == 2
+    assert pieces.microbatch_size(model, v, x, 1) == 8
+    assert pieces.microbatch_size(model, v, x, 16) == 1
+    assert pieces.microbatch_size(model, v, x, 4, backend="gpu") == 64
+    monkeypatch.setattr(pieces, "cache_bytes", lambda: 10 * row)  # fits 10 at T=1: 8 divides 64
+    assert pieces.microbatch_size(model, v, x, 1) == 8
+    assert pieces.microbatch_size(model, v, x[:60], 1) == 10
+    assert pieces.microbatch_size(model, v, x[:61], 1) == 10  # 61 is prime: 6 pieces of 10 + 1
+    monkeypatch.setattr(pieces, "cache_bytes", lambda: 10 ** 12)
+    assert pieces.microbatch_size(model, v, x, 4) == 64
 
 
 def _activations(model, v, x):

@@ -9,6 +9,7 @@ Public API::
     models.MLP / CNN / VGG / ResNet     models (spiking, ReLU or QCFS)
     convert.fold_batchnorm              batch norm folded for the T=N network
     evaluate.predict / evaluate         multi-step inference and accuracy; evaluate_run of a workdir
+    pieces.microbatch_size              cache-sized pieces of an inference batch on a CPU
     ops.count_ops                       synaptic operations and energy estimate
     baselines.ann_to_snn                classic ANN-to-SNN conversion
     train.train_and_evaluate            the training loop (state, checkpoint: its parts)

@@ -207,7 +207,7 @@ def predict_early_exit(model: Any, variables: Variables, images: Any, max_timest
     steps = np.zeros(n, np.int64)
     events = np.zeros(n, np.float64)
     preds = np.zeros(n, np.int64)
-    from noisesnn_jax.evaluate import microbatch_size
+    from noisesnn_jax.pieces import microbatch_size
 
     for t in range(1, max_timesteps + 1):
         logits, state, ev = step(variables, state, x, microbatch_size(model, variables, x, 1))
