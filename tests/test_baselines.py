@@ -152,3 +152,42 @@ def test_activation_switch_names_param_alike():
     a = Activation("qcfs").init(jax.random.key(0), x)
     s = Activation("spike", learn_threshold=True).init(jax.random.key(0), x)
     assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(s)
+
+
+@pytest.mark.parametrize("learn", [False, True])
+def test_clip_trained_ann_runs_as_the_spiking_network_it_bounds(learn):
+    """Clip-trained conversion (TCL): the ANN computes clip(x, 0, theta); its weights run as IF
+    neurons started at theta/2 whose rates approach the clip as T grows (exactly, up to 1/T)."""
+    ann = MLP(hidden=(16, 16), num_classes=3, activation="clip", learn_threshold=learn, batch_norm=False,
+              neuron=Neuron(threshold=0.7))
+    x = jax.random.normal(jax.random.key(3), (40, 6))
+    v = ann.init({"params": jax.random.key(4)}, x)
+    if learn:  # a trained clip: per-channel thresholds the spiking layer must take over
+        assert v["params"]["act0"]["neuron"]["threshold"].shape == (16,)
+        v = jax.tree_util.tree_map_with_path(
+            lambda p, a: a * jnp.linspace(0.5, 1.5, a.shape[0]) if "threshold" in jax.tree_util.keystr(p) else a, v)
+    else:
+        assert "act0" not in v["params"]
+    h = v["params"]["dense0"]
+    a0 = np.asarray(x @ h["kernel"] + h["bias"])
+    theta = np.asarray(v["params"]["act0"]["neuron"]["threshold"]) if learn else 0.7
+    np.testing.assert_allclose(ann.apply(v, x, capture_intermediates=True, mutable=["intermediates"])[1]
+                               ["intermediates"]["act0"]["__call__"][0], np.clip(a0, 0, theta), rtol=1e-5, atol=1e-6)
+    snn, sv = baselines.ann_to_snn(ann, v, None, v_init=0.5)
+    assert snn.activation == "spike" and snn.noise.kind == "none" and snn.noise.mean == 0.5
+    ref = ann.apply(v, x)
+    errs = [float(jnp.abs(snn.apply(sv, x, timesteps=T) - ref).max()) for T in (4, 64, 1024)]
+    assert errs[0] > errs[2] and errs[2] < 0.02 * float(jnp.abs(ref).max())
+
+
+def test_qcfs_official_variant_one_lambda_per_layer_from_8():
+    """The official QCFS code: one lam per layer, initialized at 8; conversion broadcasts it to the
+    layer's channels, and the converted network at T = L equals the QCFS ANN (no batch norm)."""
+    ann = MLP(hidden=(12,), num_classes=3, activation="qcfs", qcfs_levels=4, qcfs_init=8.0, qcfs_per_layer=True,
+              batch_norm=False)
+    x = 6 * jax.random.normal(jax.random.key(5), (30, 5))
+    v = ann.init({"params": jax.random.key(6)}, x)
+    np.testing.assert_array_equal(v["params"]["act0"]["neuron"]["threshold"], [8.0])
+    snn, sv = baselines.ann_to_snn(ann, v, None, v_init=0.5)
+    np.testing.assert_array_equal(sv["params"]["act0"]["neuron"]["threshold"], np.full(12, 8.0))
+    np.testing.assert_allclose(snn.apply(sv, x, timesteps=4), ann.apply(v, x), rtol=1e-5, atol=1e-5)

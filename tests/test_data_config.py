@@ -193,3 +193,28 @@ def test_fake_dataset_trains_through_the_loop(tmp_path):
                                    "--config.train.epochs=1", "--config.train.batch_size=16"])
     last = train_and_evaluate(c, str(tmp_path / "w"), progress=False, log=lambda *a: None)
     assert last["steps"] == 3 and 0.0 <= last["test_accuracy_t1"] <= 1.0
+
+
+def test_validation_split_of_an_in_memory_dataset_and_its_config_checks():
+    from noisesnn_jax import config as config_lib
+    from noisesnn_jax.data import dataset_from_config, load_dataset
+    from noisesnn_jax.errors import ConfigError, DataError
+
+    full = load_dataset("digits")
+    c = config_lib.get_config()
+    config_lib.apply_overrides(c, ["--config.dataset.name=digits", "--config.dataset.validation=100"])
+    ds = dataset_from_config(config_lib.validate(c))
+    assert (ds.num_train, ds.num_test) == (full.num_train - 100, 100)
+    np.testing.assert_array_equal(ds.test_examples(np.arange(100))[0], full.x_train[-100:])
+    np.testing.assert_array_equal(ds.x_train, full.x_train[:-100])
+    for override, field in (("--config.dataset.validation=-1", "validation"),
+                            ("--config.dataset.augment=rotate", "augment"),
+                            ("--config.dataset.augment=flip", "augment")):  # digits is not a TFDS dataset
+        c = config_lib.get_config()
+        config_lib.apply_overrides(c, ["--config.dataset.name=digits", override])
+        with pytest.raises(ConfigError, match=field):
+            config_lib.validate(c)
+    c = config_lib.get_config()
+    config_lib.apply_overrides(c, ["--config.dataset.name=digits", f"--config.dataset.validation={full.num_train}"])
+    with pytest.raises(DataError, match="validation"):
+        dataset_from_config(config_lib.validate(c))

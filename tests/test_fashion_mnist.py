@@ -109,3 +109,38 @@ def test_real_files_have_the_published_counts():
         x, y = arrays[split]
         assert x.shape == (n, 28, 28, 1) and x.dtype == np.uint8
         np.testing.assert_array_equal(np.bincount(y, minlength=10), np.full(10, n // 10))
+
+
+def test_validation_split_holds_out_the_last_training_images_and_never_reads_test(tmp_path):
+    """``validation=n``: training batches come from the first N-n training images, evaluation from the
+    last n (unaugmented); ``augment`` picks mirror-only or no augmentation; bad values are clear errors."""
+    src, data_dir = tmp_path / "src", str(tmp_path / "tfds")
+    src.mkdir()
+    arrays = _write_source(str(src))
+    tfds_data.prepare_idx("fashion_mnist", data_dir, str(src))
+    ds = tfds_data.load_tfds("fashion_mnist", data_dir, validation=8, augment="none")
+    assert (ds.num_train, ds.num_test) == (22, 8)
+    unstd = lambda x: np.rint((x[..., 0] * 0.3530 + 0.2860) * 255).astype(np.uint8)  # noqa: E731
+    train_rows = {bytes(img) for img in arrays["train"][0]}
+    x, y = ds.test_examples(np.arange(8))
+    # the last 8 training records (TFDS's fixed record order), unaugmented, with their labels
+    records, record_labels = ds._pixels(ds._train, np.arange(22, 30))
+    np.testing.assert_array_equal(unstd(x), records[..., 0].astype(np.uint8))
+    np.testing.assert_array_equal(y, record_labels)
+    held = {bytes(r) for r in unstd(x)}
+    assert held <= train_rows and len(held) == 8
+    for step in range(6):  # no training batch touches a held-out image; no augmentation
+        xb, _ = ds.train_batch(11, seed=0, step=step)
+        rows = {bytes(r) for r in unstd(xb)}
+        assert rows <= train_rows and not rows & held
+    with pytest.raises(IndexError):
+        ds.test_examples(np.array([8]))
+    flip = tfds_data.load_tfds("fashion_mnist", data_dir, augment="flip")
+    xb, _ = flip.train_batch(16, seed=3, step=0)
+    plain = tfds_data.load_tfds("fashion_mnist", data_dir, augment="none").train_batch(16, seed=3, step=0)[0]
+    _, flips = tfds_data.crop_flip_draws(16, 3, 0)
+    assert 0 < flips.sum() < 16  # mirrored where drawn, unshifted everywhere
+    np.testing.assert_array_equal(xb, np.where(flips[:, None, None, None], plain[:, :, ::-1], plain))
+    for bad in (dict(validation=30), dict(validation=-1), dict(augment="imagenet"), dict(augment="rotate")):
+        with pytest.raises(DataError, match="validation|augment"):
+            tfds_data.load_tfds("fashion_mnist", data_dir, **bad)

@@ -49,8 +49,9 @@ def ann_to_snn(model: Any, variables: Variables, thresholds: dict[str, float] | 
                v_init: float = 0.0) -> tuple[Any, Variables]:
     """A ReLU or QCFS ANN as a multi-step IF network with per-layer thresholds (no retraining).
 
-    ReLU: ``thresholds`` from :func:`activation_statistics` (one per ``act{i}``). QCFS: the
-    trained clip ``lam`` is the threshold. The neuron emits ``theta * s``, so its rate
+    ReLU: ``thresholds`` from :func:`activation_statistics` (one per ``act{i}``). QCFS and a
+    trainable clip: the trained ``lam`` is the threshold (a per-layer ``lam`` is broadcast to the
+    channels). A fixed clip: the neuron's threshold. The neuron emits ``theta * s``, so its rate
     approximates ``clip(a, 0, theta)`` without rescaling weights. ``v_init`` is in units of the
     threshold (0, or 0.5 as in QCFS).
     """
@@ -62,9 +63,15 @@ def ann_to_snn(model: Any, variables: Variables, thresholds: dict[str, float] | 
         for name, theta in thresholds.items():
             kernel = _layer_kernel(params, name)
             params[name] = {"neuron": {"threshold": jnp.full((kernel.shape[-1],), theta, jnp.float32)}}
-    elif model.activation != "qcfs":
-        raise ValueError(f"ann_to_snn converts activation relu or qcfs, not {model.activation!r}")
-    snn = model.clone(activation="spike", learn_threshold=True, learn_std=False,
+    elif model.activation in ("qcfs", "clip"):
+        for name, p in params.items():
+            if name.startswith("act") and "threshold" in p.get("neuron", {}):
+                width = _layer_kernel(params, name).shape[-1]
+                params[name] = {"neuron": {"threshold": jnp.broadcast_to(p["neuron"]["threshold"], (width,))}}
+    else:
+        raise ValueError(f"ann_to_snn converts activation relu, qcfs or clip, not {model.activation!r}")
+    learned = model.activation != "clip" or model.learn_threshold  # a fixed clip keeps the neuron's threshold
+    snn = model.clone(activation="spike", learn_threshold=learned, learn_std=False,
                       noise=Noise("none", mean=float(v_init)))
     return snn, {**variables, "params": params}
 

@@ -24,7 +24,7 @@ from noisesnn_jax.spikes import NOISE_KINDS, SAMPLERS, Noise
 from noisesnn_jax.surrogate import SURROGATES
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-METHODS = ("noisy", "bptt", "convert", "qcfs")
+METHODS = ("noisy", "bptt", "convert", "qcfs", "clip")
 SCHEDULES = ("cosine", "constant")
 
 
@@ -32,19 +32,28 @@ def get_config() -> ml_collections.ConfigDict:
     """Defaults: small CNN on ``mnist5k``, T=1 training with ``spikes.Noise()``'s noise (triangular)."""
     c = ml_collections.ConfigDict()
     # noisy: T=1 training with noise (this library's method); bptt: spike-based BP through T
-    # steps (train.timesteps); convert: ReLU ANN + threshold balancing; qcfs: QCFS ANN.
+    # steps (train.timesteps); convert: ReLU ANN + threshold balancing; qcfs: QCFS ANN; clip: the
+    # ANN with its activation clipped at the threshold (model.learn_threshold: a trainable clip), run
+    # as the spiking network with v_init = theta/2 (clip-trained conversion, TCL).
     c.method = "noisy"
     c.seed = 0
     # path: the npz file (name=npz). data_dir: where prepared TFDS datasets live ("" = $TFDS_DATA_DIR,
     # else ~/tensorflow_datasets). image_size: model input side (0 = the dataset's own: 224 for
     # imagenet2012, 32 for cifar and fake). workers: decode/augment threads (0 = up to 16).
-    # fake_classes, fake_size: the random dataset of throughput runs (name=fake).
+    # fake_classes, fake_size: the random dataset of throughput runs (name=fake). validation: hold out
+    # the last that many training examples and evaluate on them instead of the test split (choose
+    # recipes on it; 0 = the test split). augment: TFDS image datasets' training augmentation, one of
+    # pad_crop_flip, flip, none ("" = the dataset's own; imagenet2012 keeps its own).
     c.dataset = ml_collections.ConfigDict({"name": "mnist5k", "path": "", "data_dir": "", "image_size": 0,
-                                           "workers": 0, "fake_classes": 10, "fake_size": 1024})
+                                           "workers": 0, "fake_classes": 10, "fake_size": 1024,
+                                           "validation": 0, "augment": ""})
     c.model = ml_collections.ConfigDict({
         "name": "cnn", "activation": "spike", "channels": (16, 32, 64, 64),
         "pool_after": (0, 2), "pool": "avg", "hidden": (256, 256), "batch_norm": True,
         "learn_threshold": False, "learn_std": False, "qcfs_levels": 4,
+        # QCFS's initial clip lam (4.0 per channel: this library's first variant; the official
+        # code: 8.0, one per layer, trained with SGD and weight decay)
+        "qcfs_init": 4.0, "qcfs_per_layer": False,
         # zoo models (vgg11/16, resnet18/20/34/50): stem "cifar" (32x32) or "imagenet";
         # dtype: compute in float32 or bfloat16 (parameters and optimizer state stay float32)
         "stem": "cifar", "dtype": "float32"})
@@ -171,6 +180,14 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              f"dataset {d.name!r} is used at its own size; leave it 0 (it applies to TFDS and fake datasets)")
     for f in ("fake_classes", "fake_size"):
         _require(isinstance(d[f], int) and d[f] >= 2, f"dataset.{f}", d[f], "it must be an integer >= 2")
+    _require(isinstance(d.get("validation", 0), int) and d.get("validation", 0) >= 0, "dataset.validation",
+             d.get("validation"), "use 0 (evaluate on the test split) or the number of training examples to hold out")
+    _require(d.get("validation", 0) == 0 or d.name != "fake", "dataset.validation", d.get("validation"),
+             "the fake dataset has no validation split; use 0")
+    _require(d.get("augment", "") in ("", "pad_crop_flip", "flip", "none"), "dataset.augment", d.get("augment"),
+             "choose pad_crop_flip, flip or none, or leave it empty for the dataset's own")
+    _require(not d.get("augment", "") or d.name in TFDS_DATASETS and d.name != "imagenet2012", "dataset.augment",
+             d.get("augment"), "it applies to TFDS datasets other than imagenet2012; leave it empty")
     m = c.model
     _require(m.name in MODELS, "model.name", m.name, f"choose one of {sorted(MODELS)}")
     _require(m.activation in ACTIVATIONS, "model.activation", m.activation, f"choose one of {list(ACTIVATIONS)}")
@@ -224,6 +241,9 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              "it must be an integer >= 1 (the BPTT unroll length)")
     _require(isinstance(m.qcfs_levels, int) and m.qcfs_levels >= 1, "model.qcfs_levels", m.qcfs_levels,
              "it must be an integer >= 1")
+    _require(_positive(m.get("qcfs_init", 4.0)), "model.qcfs_init", m.get("qcfs_init"), "it must be a number > 0")
+    _require(isinstance(m.get("qcfs_per_layer", False), bool), "model.qcfs_per_layer", m.get("qcfs_per_layer"),
+             "use True (one lam per layer) or False (one per channel)")
     cv = c.convert
     _require(0 < cv.percentile <= 100, "convert.percentile", cv.percentile, "use a value in (0, 100]")
     _require(isinstance(cv.num_batches, int) and cv.num_batches >= 1, "convert.num_batches",

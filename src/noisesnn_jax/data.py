@@ -255,6 +255,19 @@ def load_dataset(name: str, path: str = "", standardize: bool = True,
                    mean, std)
 
 
+def hold_out(ds: ArrayDataset, validation: int) -> ArrayDataset:
+    """``ds`` with its last ``validation`` training examples as the evaluation split (the test
+    split set aside, for choosing recipes), standardized as before."""
+    if not isinstance(ds, ArrayDataset):
+        raise DataError(f"dataset {ds.name!r} has no validation split; use --config.dataset.validation=0")
+    if not (isinstance(validation, int) and 0 < validation < ds.num_train):
+        raise DataError(f"validation={validation!r} is invalid for dataset {ds.name!r}: hold out between 1 and "
+                        f"{ds.num_train - 1} of its {ds.num_train} training examples")
+    n = ds.num_train - validation
+    return dataclasses.replace(ds, x_train=ds.x_train[:n], y_train=ds.y_train[:n], x_test=ds.x_train[n:],
+                               y_test=ds.y_train[n:])
+
+
 def train_batch(ds, batch_size: int, seed: int, step: int) -> tuple[np.ndarray, np.ndarray]:
     """The whole training batch of global step ``step`` of any dataset."""
     return ds.train_batch(batch_size, seed, step)
@@ -270,9 +283,12 @@ def default_image_size(name: str) -> int:
 def dataset_from_config(config) -> Dataset:
     """The dataset that ``config.dataset`` names (in memory, or read through TFDS)."""
     d = config.dataset
+    validation = int(d.get("validation", 0))
     if d.name in TFDS_DATASETS:
         return tfds_data.load_tfds(d.name, data_dir=d.get("data_dir", ""), image_size=int(d.get("image_size", 0)),
-                         workers=int(d.get("workers", 0)))
+                                   workers=int(d.get("workers", 0)), validation=validation,
+                                   augment=d.get("augment", ""))
     size = int(d.get("image_size", 0)) or default_image_size("fake")
-    return load_dataset(d.name, d.path, fake_shape=(size, size, 3), fake_classes=int(d.get("fake_classes", 10)),
-                        fake_size=int(d.get("fake_size", 1024)))
+    ds = load_dataset(d.name, d.path, fake_shape=(size, size, 3), fake_classes=int(d.get("fake_classes", 10)),
+                      fake_size=int(d.get("fake_size", 1024)))
+    return hold_out(ds, validation) if validation else ds

@@ -209,11 +209,13 @@ class QCFS(nn.Module):
 
     levels: int = 4
     init_threshold: float = 4.0
+    per_layer: bool = False  # one lam for the layer (the official code), else one per channel
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         """Quantized clipped activation, same shape as ``x``."""
-        lam = self.param("threshold", nn.initializers.constant(self.init_threshold), (x.shape[-1],), jnp.float32)
+        shape = (1,) if self.per_layer else (x.shape[-1],)
+        lam = self.param("threshold", nn.initializers.constant(self.init_threshold), shape, jnp.float32)
         lam = jnp.maximum(lam, 1e-3).astype(x.dtype)
         q = x / lam
         smooth = jnp.clip(q, 0.0, 1.0)
@@ -221,12 +223,33 @@ class QCFS(nn.Module):
         return lam * (smooth + jax.lax.stop_gradient(quant - smooth))
 
 
-ACTIVATION_KINDS = ("spike", "relu", "qcfs")
+class Clip(nn.Module):
+    """``clip(x, 0, theta)``: the ANN side of clip-trained conversion (TCL, Ho and Chang 2021).
+
+    The large-T rate of an IF neuron with threshold ``theta`` started at ``theta/2`` is this clip,
+    so the trained ANN runs as a spiking network with the same weights. ``theta`` is the neuron's
+    threshold, or, with ``learn``, a trainable per-channel param ``threshold`` (the name the
+    spiking layer reads) initialized at it.
+    """
+
+    threshold: float = 1.0
+    learn: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """Clipped activation, same shape as ``x``."""
+        if not self.learn:
+            return jnp.clip(x, 0.0, self.threshold)
+        theta = self.param("threshold", nn.initializers.constant(self.threshold), (x.shape[-1],), jnp.float32)
+        return jnp.clip(x, 0.0, jnp.maximum(theta, 1e-3).astype(x.dtype))
+
+
+ACTIVATION_KINDS = ("spike", "relu", "qcfs", "clip")
 
 
 class Activation(nn.Module):
-    """One switch per model: ``spike`` (a :class:`SpikingNeuron`), ``relu`` (the ANN reference)
-    or ``qcfs`` (the quantized ANN of the QCFS baseline)."""
+    """One switch per model: ``spike`` (a :class:`SpikingNeuron`), ``relu`` (the ANN reference),
+    ``qcfs`` (the quantized ANN of the QCFS baseline) or ``clip`` (the clip-trained ANN)."""
 
     kind: str = "spike"
     neuron: Neuron = Neuron()
@@ -235,6 +258,8 @@ class Activation(nn.Module):
     learn_std: bool = False
     remat: bool = False
     qcfs_levels: int = 4
+    qcfs_init: float = 4.0
+    qcfs_per_layer: bool = False
 
     @nn.compact
     def __call__(self, x: Array, **mode) -> Array:
@@ -242,6 +267,8 @@ class Activation(nn.Module):
         if self.kind == "relu":
             return nn.relu(x)
         if self.kind == "qcfs":
-            return QCFS(self.qcfs_levels, name="neuron")(x)
+            return QCFS(self.qcfs_levels, self.qcfs_init, self.qcfs_per_layer, name="neuron")(x)
+        if self.kind == "clip":
+            return Clip(self.neuron.threshold, self.learn_threshold, name="neuron")(x)
         return SpikingNeuron(self.neuron, self.noise, self.learn_threshold, self.learn_std,
                              self.remat, name="neuron")(x, **mode)

@@ -41,7 +41,7 @@ def _check_mode(activation: str, timesteps: Any, stateful: bool) -> int:
         raise ValueError(f"timesteps={timesteps!r} is invalid; it must be an integer >= 1")
     if stateful and timesteps != 1:
         raise ValueError("stateful=True runs one step at a time; pass timesteps=1")
-    # The ANNs (relu, qcfs) have no time: they ignore timesteps.
+    # The ANNs (relu, qcfs, clip) have no time: they ignore timesteps.
     return timesteps if activation == "spike" else 1
 
 
@@ -74,11 +74,13 @@ class LayerSpec:
     batch_norm: bool
     fold_bn: bool
     dtype: Any
+    qcfs_init: float = 4.0
+    qcfs_per_layer: bool = False
 
     def activate(self, name: str) -> Activation:
-        """The activation layer ``name`` (spiking, ReLU or QCFS)."""
+        """The activation layer ``name`` (spiking, ReLU, QCFS or clip)."""
         return Activation(self.activation, self.neuron, self.noise, self.learn_threshold, self.learn_std,
-                          False, self.qcfs_levels, name=name)
+                          False, self.qcfs_levels, self.qcfs_init, self.qcfs_per_layer, name=name)
 
 
 class Block(nn.Module):
@@ -161,12 +163,15 @@ class _SNNBase(nn.Module):
     remat: bool = False  # recompute each block in the backward pass (BPTT memory)
     qcfs_levels: int = 4  # quantization levels L of activation="qcfs"
     dtype: Any = jnp.float32
+    qcfs_init: float = 4.0  # initial clip lam of activation="qcfs" (the official code: 8)
+    qcfs_per_layer: bool = False  # one lam per layer (the official code) instead of per channel
 
     @property
     def spec(self) -> LayerSpec:
         """The settings this model's blocks share."""
         return LayerSpec(self.activation, self.neuron, self.noise, self.learn_threshold, self.learn_std,
-                         self.qcfs_levels, self.batch_norm, self.fold_bn, self.dtype)
+                         self.qcfs_levels, self.batch_norm, self.fold_bn, self.dtype, self.qcfs_init,
+                         self.qcfs_per_layer)
 
     def _shared(self, cls: type[nn.Module], tag: str, *args) -> nn.Module:
         """A block of ``cls`` in this model's namespace; under ``nn.remat`` when ``remat``, so

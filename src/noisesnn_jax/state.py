@@ -26,6 +26,10 @@ class TrainState(train_state.TrainState):
     batch_stats: Any = None
 
 
+# The methods that train an ANN, and its activation (the others train the spiking network).
+ANN_ACTIVATIONS = {"convert": "relu", "qcfs": "qcfs", "clip": "clip"}
+
+
 def build_model(config: ml_collections.ConfigDict, num_classes: int) -> Any:
     """The Flax model that ``config.model``, ``config.neuron`` and ``config.noise`` describe."""
     m, n, z = config.model, config.neuron, config.noise
@@ -36,11 +40,12 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> Any:
                       sampler=z.get("sampler", "reparam"))
     except ValueError as e:
         raise ConfigError(f"invalid neuron or noise config: {e}") from None
-    activation = {"convert": "relu", "qcfs": "qcfs"}.get(config.get("method", "noisy"), m.activation)
+    activation = ANN_ACTIVATIONS.get(config.get("method", "noisy"), m.activation)
     common = dict(num_classes=num_classes, activation=activation, neuron=neuron, noise=noise,
                   learn_threshold=m.learn_threshold, learn_std=m.learn_std,
                   batch_norm=m.batch_norm, remat=bool(config.train.get("remat", False)),
-                  qcfs_levels=int(m.get("qcfs_levels", 4)))
+                  qcfs_levels=int(m.get("qcfs_levels", 4)), qcfs_init=float(m.get("qcfs_init", 4.0)),
+                  qcfs_per_layer=bool(m.get("qcfs_per_layer", False)))
     common["dtype"] = jnp.bfloat16 if m.get("dtype", "float32") == "bfloat16" else jnp.float32
     if m.name == "mlp":
         return MODELS["mlp"](hidden=tuple(m.hidden), **common)

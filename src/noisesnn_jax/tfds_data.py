@@ -76,6 +76,9 @@ SPECS: dict[str, Spec] = {
     "imagenet2012": Spec("train", "validation", 1000, 224, 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
                          "imagenet"),
 }
+# Training augmentations: CIFAR-style 4-pixel pad, crop and mirror; mirror only; none; ImageNet's
+# random-resized crop and mirror (with a centre-crop evaluation transform).
+AUGMENTS = ("pad_crop_flip", "flip", "none", "imagenet")
 EVAL_CROP_FRACTION = 0.875  # ImageNet evaluation: resize to size / 0.875, center crop size
 
 
@@ -250,9 +253,20 @@ class TFDSDataset:
     is_image = True
 
     def __init__(self, name: str, spec: Spec, train_source, test_source, image_size: int = 0,
-                 workers: int = 0, encoded: bool = False) -> None:
+                 workers: int = 0, encoded: bool = False, validation: int = 0, augment: str = "") -> None:
         self.name = name
         self.spec = spec
+        if augment and (augment not in AUGMENTS or (augment == "imagenet") != (spec.augment == "imagenet")):
+            allowed = ["imagenet"] if spec.augment == "imagenet" else [a for a in AUGMENTS if a != "imagenet"]
+            raise DataError(f"augment={augment!r} is invalid for dataset {name!r}; choose one of {allowed} "
+                            f"(or leave it empty for the dataset's default, {spec.augment!r})")
+        self.augment = augment or spec.augment
+        if not (isinstance(validation, int) and 0 <= validation < len(train_source)):
+            raise DataError(f"validation={validation!r} is invalid for dataset {name!r}: hold out between 0 and "
+                            f"{len(train_source) - 1} of its {len(train_source)} training examples")
+        # The last ``validation`` training examples are held out: the evaluation split of runs that
+        # choose recipes, so that the test split is only seen by the final tables.
+        self.validation = validation
         self.num_classes = spec.num_classes
         self.image_size = int(image_size) or spec.image_size
         self.mean = np.asarray(spec.mean, np.float32)
@@ -271,11 +285,20 @@ class TFDSDataset:
 
     @property
     def num_train(self) -> int:
-        return len(self._train)
+        return len(self._train) - self.validation
 
     @property
     def num_test(self) -> int:
-        return len(self._test)
+        """Size of the evaluation split: the held-out training examples, else the test split."""
+        return self.validation or len(self._test)
+
+    def _evaluation_split(self, indices: np.ndarray) -> tuple[Any, np.ndarray]:
+        """The source and source indices of evaluation examples ``indices``."""
+        indices = np.asarray(indices)
+        if not self.validation:
+            return self._test, indices
+        _check_indices(self.name, indices, self.validation)
+        return self._train, indices + self.num_train
 
     # --------------------------------------------------------------------------- transforms
 
@@ -299,7 +322,7 @@ class TFDSDataset:
 
     def eval_transform(self, img: Any, out: np.ndarray | None = None) -> np.ndarray:
         """Standardized evaluation image ``[S, S, C]`` float32 (ImageNet: resize + center crop)."""
-        if self.spec.augment == "imagenet":
+        if self.augment == "imagenet":
             return self._standardize(center_crop(img, self.image_size), out)
         return self._standardize(self._resized(img), out)
 
@@ -309,21 +332,25 @@ class TFDSDataset:
                     rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``rows`` of the augmented training batch of global step ``step``."""
         idx = batch_indices(self.num_train, batch_size, seed, step)
-        if self.spec.augment == "imagenet":  # per example: the crop's draws vary in number
+        if self.augment == "imagenet":  # per example: the crop's draws vary in number
             positions = np.arange(len(idx))[rows]
             return self._load(self._train, idx[rows], lambda img, j, out: self.imagenet_train_transform(
                 img, np.random.default_rng([seed, step, int(positions[j])]), out))
         x, y = self._pixels(self._train, idx[rows])
-        if self.spec.augment == "pad_crop_flip":
+        if self.augment in ("pad_crop_flip", "flip"):
             offsets, flips = crop_flip_draws(len(idx), seed, step)
+            if self.augment == "flip":
+                offsets = np.full_like(offsets, 4)  # the centre crop of the padded image: no shift
             x = pad_crop_flip(x, offsets[rows], flips[rows])
         return self._standardize(x), y
 
     def test_examples(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Evaluation images and labels of the test split at ``indices``."""
-        if self.spec.augment == "imagenet":
-            return self._load(self._test, np.asarray(indices), lambda img, j, out: self.eval_transform(img, out))
-        x, y = self._pixels(self._test, np.asarray(indices))
+        """Evaluation images and labels at ``indices``: of the test split, or of the held-out
+        training examples when ``validation`` is set."""
+        source, indices = self._evaluation_split(indices)
+        if self.augment == "imagenet":
+            return self._load(source, indices, lambda img, j, out: self.eval_transform(img, out))
+        x, y = self._pixels(source, indices)
         return self._standardize(x), y
 
     def _pixels(self, source, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -388,8 +415,12 @@ class TFDSDataset:
         return x, y
 
 
-def load_tfds(name: str, data_dir: str = "", image_size: int = 0, workers: int = 0) -> TFDSDataset:
+def load_tfds(name: str, data_dir: str = "", image_size: int = 0, workers: int = 0, validation: int = 0,
+              augment: str = "") -> TFDSDataset:
     """Open a prepared TFDS dataset (ArrayRecord) for training and evaluation, without TensorFlow.
+
+    ``validation``: hold out the last that many training examples as the evaluation split (the
+    test split is then not read). ``augment``: one of :data:`AUGMENTS` ("" = the dataset's own).
 
     A missing dataset, one in the TFRecord format, or a missing ``tensorflow-datasets`` install
     is a :class:`DataError` that says where it looked and the command that fixes it.
@@ -441,7 +472,8 @@ def load_tfds(name: str, data_dir: str = "", image_size: int = 0, workers: int =
     features = builder.info.features
     if "image" not in features or "label" not in features:
         raise DataError(f"dataset {name!r} in {builder.data_dir} lacks 'image'/'label' features; re-prepare it")
-    return TFDSDataset(name, spec, sources[0], sources[1], image_size=image_size, workers=workers, encoded=encoded)
+    return TFDSDataset(name, spec, sources[0], sources[1], image_size=image_size, workers=workers, encoded=encoded,
+                       validation=validation, augment=augment)
 
 
 def write_layout(name: str, data_dir: str, splits: dict[str, Sequence[dict]]) -> str:

@@ -172,7 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     n_params = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(state.params))
     log(f"{config.method} training of {config.model.name} ({model.activation}, {n_params:,} parameters"
         f"{f', BPTT over T={timesteps}' if timesteps > 1 else ''}) on {ds.name} ({ds.num_train:,} train / "
-        f"{ds.num_test:,} test, input {list(ds.input_shape)}); {jax.device_count()} {jax.default_backend()} "
+        f"{ds.num_test:,} {_split(config)}, input {list(ds.input_shape)}); {jax.device_count()} {jax.default_backend()} "
         f"device(s) in {jax.process_count()} process(es), global batch {t.batch_size}, {spe} steps per epoch, "
         f"{t.epochs} epochs ({total} steps), from step {int(state.step)}")
     try:
@@ -326,9 +326,14 @@ class _Loop:
                     self.writer.add_scalar(f"epoch/{key}", last[key], step)
                 self.writer.flush()
             log(f"epoch {epoch + 1:3d}/{t.epochs}  loss {last['train_loss']:.4f}  "
-                f"train acc {last['train_accuracy']:.4f}  test acc (T=1) {ev['accuracy']:.4f}  "
+                f"train acc {last['train_accuracy']:.4f}  {_split(config)} acc (T=1) {ev['accuracy']:.4f}  "
                 f"{seconds:.1f}s")
         return last
+
+
+def _split(config: ml_collections.ConfigDict) -> str:
+    """The name of the evaluation split: held-out training examples, or the test split."""
+    return "validation" if config.dataset.get("validation", 0) else "test"
 
 
 def _duration(seconds: float) -> str:
