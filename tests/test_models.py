@@ -27,11 +27,14 @@ def _trained_like(model, x, key=0):
 
 
 def naive_multistep(model, variables, x, timesteps):
-    """Reference: a Python loop over t calling the whole network one step at a time."""
-    state = model.init({"params": jax.random.key(0)}, x, stateful=True).get(STATE_COLLECTION, {})
+    """Reference: a Python loop over t calling the whole network one step at a time. The potentials
+    start from the given variables' own initial value (``noise.mean * theta`` with the trained
+    thresholds): the first call creates them, then each call advances them one step."""
+    variables = {k: v for k, v in variables.items() if k != STATE_COLLECTION}
+    state = {}
     logits = []
     for _ in range(timesteps):
-        out, upd = model.apply({**variables, STATE_COLLECTION: state}, x, stateful=True,
+        out, upd = model.apply({**variables, **({STATE_COLLECTION: state} if state else {})}, x, stateful=True,
                                mutable=[STATE_COLLECTION])
         state = upd[STATE_COLLECTION]
         logits.append(out)

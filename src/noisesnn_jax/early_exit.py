@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from noisesnn_jax.contract import check_model
+from noisesnn_jax.contract import check_inputs
 from noisesnn_jax.errors import ConfigError, ExportError
 
 Variables = dict[str, Any]
@@ -189,10 +189,10 @@ def predict_early_exit(model: Any, variables: Variables, images: Any, max_timest
     :func:`readout_bound` (computed when not given). The model must take ``stateful=True``
     (the zoo's do) and start its neurons from their ``neuron_state`` initial value.
     """
-    check_model(model)
-    if not isinstance(max_timesteps, int) or max_timesteps < 1:
+    if isinstance(max_timesteps, bool) or not isinstance(max_timesteps, int) or max_timesteps < 1:
         raise ConfigError(f"max_timesteps={max_timesteps!r} is invalid; it must be an integer >= 1")
     images = np.asarray(images, np.float32)
+    check_inputs(model, variables, images, max_timesteps)
     variables = {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
     if rule.kind == "exact" and bound is None:
         bound = readout_bound(model, variables, images[: min(len(images), 8)])

@@ -14,7 +14,7 @@ import numpy as np
 
 from noisesnn_jax import baselines, parallel
 from noisesnn_jax.checkpoint import restore_run
-from noisesnn_jax.contract import check_logits, check_model
+from noisesnn_jax.contract import check_inputs, check_logits, check_timesteps
 from noisesnn_jax.convert import fold_batchnorm
 from noisesnn_jax.ops import count_ops
 from noisesnn_jax.pieces import microbatch_size
@@ -28,13 +28,15 @@ def _forward(model: Any, variables: Variables, images: Array, timesteps: int, rn
     """Logits and sown firing rates, the batch run in pieces of ``microbatch`` images (``lax.map``,
     then the remainder); the rates are the means over the whole batch."""
 
+    batch = images.shape[0]
+
     def run(x):
         logits, state = model.apply(variables, x, timesteps=timesteps, sample_noise=sampled, rngs=rngs,
                                     mutable=["intermediates"])
-        check_logits(model, logits, x.shape[0], timesteps)
+        check_logits(model, logits, x.shape[0], timesteps,
+                     "" if x.shape[0] == batch else f" (a piece of the batch of {batch} images)")
         return logits, state.get("intermediates", {})
 
-    batch = images.shape[0]
     pieces = batch // microbatch if 0 < microbatch < batch else 0
     if pieces <= 1:
         return run(images)
@@ -67,7 +69,6 @@ def predict(model: Any, variables: Variables, images: Array, timesteps: int = 1,
     ``microbatch``: images per piece of the batch (default :func:`noisesnn_jax.pieces.microbatch_size`: cache-sized
     pieces on a CPU, the whole batch elsewhere); the logits do not depend on it.
     """
-    check_model(model)
     logits, rates = infer(model, variables, images, timesteps, microbatch=microbatch, rates=True)
     return logits, flatten_rates(rates)
 
@@ -76,6 +77,7 @@ def infer(model: Any, variables: Variables, images: Array, timesteps: int = 1, *
           microbatch: int | None = None, rates: bool = False) -> Any:
     """:func:`predict`'s logits as a device array, without reading the firing rates back to the host
     (``rates=True``: ``(logits, sown rates)``): the call to time or to chain."""
+    timesteps = check_inputs(model, variables, images, timesteps)
     images = jnp.asarray(images)
     if microbatch is None:
         microbatch = microbatch_size(model, variables, images, timesteps)
@@ -102,8 +104,8 @@ def step_logits(model: Any, variables: Variables, images: Array, timesteps: int)
     The mean of the first ``t`` rows is the output of the same network run for ``T = t`` steps
     (see :func:`noisesnn_jax.layers.average_readout`). Jitted once per ``(model, T, shape)``.
     """
-    check_model(model)
-    return _step_logits(model, variables, jnp.asarray(images), int(timesteps))
+    timesteps = check_inputs(model, variables, images, timesteps)
+    return _step_logits(model, variables, jnp.asarray(images), timesteps)
 
 
 def accuracy_curve(model: Any, variables: Variables, ds: Any, timesteps: Sequence[int],
@@ -113,9 +115,9 @@ def accuracy_curve(model: Any, variables: Variables, ds: Any, timesteps: Sequenc
     steps' summed logits. ``T = 1`` here is the multi-step network run for one step, which for the
     IF neuron is the deterministic T=1 network. Costs one run of the longest ``T`` instead of one
     run per ``T``."""
-    ts = np.asarray(sorted(set(int(t) for t in timesteps)))
-    if ts[0] < 1:
-        raise ValueError(f"timesteps={list(timesteps)} is invalid; use integers >= 1")
+    if not len(timesteps):
+        raise ValueError("timesteps=[] is invalid; pass the T to evaluate, e.g. (1, 2, 4, 8)")
+    ts = np.asarray(sorted(set(check_timesteps(t, "timesteps entry") for t in timesteps)))
     longest = int(ts[-1])
     bs = max(1, min(batch_size, max_rows // longest))
     correct = np.zeros(len(ts), np.int64)
@@ -142,8 +144,9 @@ def evaluate(model: Any, variables: Variables, x: np.ndarray, y: np.ndarray, tim
              max_rows: int = 8192, mesh: Any = None) -> dict[str, Any]:
     """Accuracy and mean per-layer firing rates over ``(x, y)`` at ``timesteps``.
 
-    With ``sample_noise_key`` (T=1 only) the noise is sampled instead of set to its mean. The
-    batch shrinks so that ``timesteps * batch <= max_rows`` (multi-step tensors are ``[T*B, ...]``).
+    With ``sample_noise_key`` (T=1 only; another T is an error) the noise is sampled instead of
+    set to its mean. The batch shrinks so that ``timesteps * batch <= max_rows`` (multi-step
+    tensors are ``[T, B, ...]``). Every batch passes :func:`noisesnn_jax.contract.check_inputs`.
     With a ``mesh`` of several devices the batch is sharded over its ``data`` axis (see
     :func:`evaluate_examples`).
     """
@@ -175,8 +178,10 @@ def evaluate_examples(model: Any, variables: Variables, fetch, n: int, timesteps
     repeats). With ``sample_noise_key`` each device draws its own noise, so the sampled-noise
     accuracy depends on the device count (the mean-noise and multi-step results do not).
     """
-    check_model(model)
-    timesteps = 1 if sample_noise_key is not None else int(timesteps)
+    timesteps = check_timesteps(timesteps)
+    if sample_noise_key is not None and timesteps != 1:
+        raise ValueError(f"sample_noise_key applies to the T=1 network only (timesteps={timesteps}); pass "
+                         f"timesteps=1 to sample the noise, or no key")
     if n <= 0:
         raise ValueError("nothing to evaluate: the split has no examples")
     devices = 1 if mesh is None else int(mesh.devices.size)
@@ -186,6 +191,7 @@ def evaluate_examples(model: Any, variables: Variables, fetch, n: int, timesteps
         for start in range(0, n, bs):
             idx = np.arange(start, min(n, start + bs))
             xb, yb = fetch(idx)
+            check_inputs(model, variables, xb, timesteps, sample_noise=sample_noise_key is not None)
             key = None if sample_noise_key is None else jax.random.fold_in(sample_noise_key, start)
             xb = jnp.asarray(xb)
             logits, rates = _predict(model, variables, xb, timesteps, key,
@@ -206,6 +212,7 @@ def evaluate_examples(model: Any, variables: Variables, fetch, n: int, timesteps
             valid = idx < n
             rows = parallel.process_slice(size)
             xb, yb = fetch(np.minimum(idx, n - 1)[rows])
+            check_inputs(model, variables, xb, timesteps, sample_noise=sample_noise_key is not None)
             if fn is None:  # pieces sized for one device's rows
                 chunk = microbatch_size(model, variables, np.asarray(xb)[:per_device], timesteps)
                 fn = _sharded_eval(model, timesteps, mesh, sample_noise_key is not None, chunk)

@@ -35,13 +35,16 @@ def stablehlo(model: Any, variables: Variables, example: Any, timesteps: int, *,
     symbolic (any ``b``). ``example`` gives the input shape past the batch axis. ``platforms``:
     the backends to lower for (``cpu``, ``cuda``, ``rocm``, ``tpu``; default: the current one).
     """
-    from noisesnn_jax.contract import check_model
+    from noisesnn_jax.contract import check_inputs
     from noisesnn_jax.convert import fold_batchnorm
 
-    check_model(model)
     if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps < 1:
         raise ExportError(f"timesteps={timesteps!r} is invalid; it must be an integer >= 1")
     example = np.asarray(example, np.float32)
+    try:
+        check_inputs(model, variables, example, timesteps)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
     try:
         model, variables = fold_batchnorm(model, variables, example)
     except ValueError as e:

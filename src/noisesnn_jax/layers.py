@@ -59,6 +59,10 @@ def flatten_features(x: Array, timesteps: int = 1) -> Array:
     """Flatten each example's features, keeping the leading batch axis, or the ``[T, B]`` axes of a
     multi-step tensor: ``[B, H, W, C] -> [B, H*W*C]``, ``[T, B, H, W, C] -> [T, B, H*W*C]``."""
     lead = 2 if timesteps > 1 else 1
+    if x.ndim <= lead or 0 in x.shape:
+        raise ValueError(f"flatten_features: an input of shape {tuple(x.shape)} at timesteps={timesteps} has no "
+                         f"features to flatten past its {'[T, B]' if lead == 2 else '[B]'} axes; images are "
+                         f"channels-last [B, H, W, C] (add a channel axis with x[..., None])")
     return _record("flatten", (x,), x.reshape(x.shape[:lead] + (-1,)))
 
 
@@ -109,6 +113,20 @@ def average_readout(module: nn.Module, logits: Array, timesteps: int) -> Array:
     if sow:
         module.sow(READOUT_COLLECTION, "step_logits", logits)
     return logits.mean(axis=0)
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_noise_key_unused() -> None:
+    """Warn, once per process, that a ``noise`` key was passed to a T=1 pass that does not sample."""
+    if "noise_key" not in _WARNED:
+        _WARNED.add("noise_key")
+        import warnings
+        warnings.warn("a 'noise' RNG was passed but the T=1 pass does not sample noise: it runs at the noise mean "
+                      "and, with batch norm, uses the running statistics. A training step passes train=True "
+                      "(model.apply(v, x, train=True, rngs={'noise': key}, mutable=['batch_stats'])); "
+                      "evaluation with sampled noise passes sample_noise=True", UserWarning, stacklevel=2)
 
 
 class SpikingNeuron(nn.Module):
@@ -178,11 +196,17 @@ class SpikingNeuron(nn.Module):
                 v.value = v_next
         elif timesteps == 1:
             sample = train if sample_noise is None else sample_noise
+            if not sample and self.noise.stochastic and self.has_rng("noise"):
+                _warn_noise_key_unused()
             sample = sample and self.noise.stochastic
             key = self.make_rng("noise") if sample else None
             s = noisy_spike(self.neuron, self.noise, x, key, threshold=theta, std=std,
                             sample=sample)
         else:
+            if sample_noise:
+                raise ValueError(f"SpikingNeuron {self.name!r}: sample_noise=True applies to the T=1 network only "
+                                 f"(timesteps={timesteps}); the multi-step network carries its residual potential "
+                                 f"instead. Pass timesteps=1, or do not sample")
             v0 = jnp.asarray(v_init, x.dtype)
             if constant:
                 s, _ = neurons.run_constant(self.neuron, x, timesteps, v0, theta, remat=self.remat)

@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from noisesnn_jax.contract import check_model
+from noisesnn_jax.contract import check_inputs
 
 Array = jax.Array
 Variables = dict[str, Any]
@@ -78,7 +78,7 @@ def count_ops(model: Any, variables: Variables, images: Array, timesteps: int = 
             records.append((mod.name, mod, args[0]))
         return next_fun(*args, **kwargs)
 
-    check_model(model)
+    timesteps = check_inputs(model, variables, images, timesteps)
     images = jnp.asarray(images)
     batch = images.shape[0]
     if getattr(model, "remat", False):  # no tracing transform around the layers we record
