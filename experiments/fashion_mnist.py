@@ -1,27 +1,33 @@
 """The method's claims on full Fashion-MNIST: ``make reproduce-fashion-mnist``.
 
     python experiments/fashion_mnist.py [--workdir runs/fashion_mnist] [--out experiments/results]
-                                        [--seeds 3] [--only noisy,ann] [--config.x=y ...]
+                                        [--seeds 3] [--only noisy,ann] [--no-budget] [--config.x=y ...]
 
-Every method trains the CNN of ``experiments/configs/fashion_mnist.py`` on the 60,000 training
-images and is tested on the 10,000 test images:
+Every method trains the CNN of ``experiments/configs/fashion_mnist.py`` (chosen on the validation
+split by ``experiments/fashion_mnist_tune.py``) on the 60,000 training images and is tested on the
+10,000 test images, seeds 0..seeds-1:
 
-- ours: noisy T=1 training (seeds 0..seeds-1), converted to T = 1 .. 64;
-- the ReLU ANN (same seeds), and from each ANN the classic ANN-to-SNN conversion (99.9th
-  percentile and max threshold balancing, v_init 0 and theta/2);
-- QCFS (L=4) and spike-based BPTT at T=4 (seed 0).
+- ours: noisy T=1 training, converted to T = 1 .. 64;
+- the ReLU ANN, and from it the classic ANN-to-SNN conversion (99.9th percentile and max
+  threshold balancing, v_init 0 and theta/2);
+- clip-trained conversion (TCL): the ANN with its activation clipped at the threshold, run as
+  the spiking network with v_init = theta/2;
+- QCFS (L=4) with the official recipe's essentials (one lam per layer from 8, SGD with weight
+  decay), the variant that won on the validation split;
+- spike-based BPTT at T=4.
+
+Equal cost: besides the full-length runs, each method trains (seed 0) for fewer or more epochs
+(``BUDGET_EPOCHS``), so that accuracy at T=4 and T=8 can be read against training wall time. That
+time is each run's epochs times the method's epoch cost measured side by side in one process
+(interleaved step times, median of 7; ``cost.json``), not the runs' own wall times, which overlap
+with each other on a shared machine.
 
 Runs go in priority order (seed 0 of every method first) and each finished run leaves a
 ``result.json`` in its workdir: re-running the command skips finished runs and resumes an
 interrupted one from its last checkpoint (training checkpoints every 100 steps), so the table
 fills in over several sittings. After every run the tables are rewritten from all finished runs:
 ``fashion_mnist.{json,md,png}`` in ``--out``. Accuracy curves come from one run at the longest T
-(:func:`noisesnn_jax.evaluate.accuracy_curve`).
-
-``--jobs N`` splits the runs over N processes (XLA keeps about 1.4 of 2 CPU cores busy with this
-small CNN, so two processes finish sooner). Epoch wall times then overlap with other runs; the
-training-cost comparison is measured separately at the end, in one process, by timing the steps of
-each method side by side (interleaved, median of 7), and cached in ``cost.json``.
+(:func:`noisesnn_jax.evaluate.accuracy_curve`). ``--jobs N`` splits the runs over N processes.
 """
 
 from __future__ import annotations
@@ -38,66 +44,86 @@ import sys
 import jax
 import numpy as np
 
-from noisesnn_jax import baselines, convert, evaluate
+from noisesnn_jax import baselines, convert, evaluate, timing
 from noisesnn_jax import config as config_lib
 from noisesnn_jax.checkpoint import load_run
-from noisesnn_jax.data import dataset_from_config
+from noisesnn_jax.data import dataset_from_config, train_batch
 from noisesnn_jax.errors import NoiseSNNError
-from noisesnn_jax.train import TrainingInterrupted, train_and_evaluate
-from reproduce import interleaved_epoch_cost, train_step_memory
+from noisesnn_jax.state import build_model, create_state
+from noisesnn_jax.train import TrainingInterrupted, train_and_evaluate, train_step
+from reproduce import train_step_memory
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TIMESTEPS = (1, 2, 4, 8, 16, 32, 64)
+BPTT = ["--config.method=bptt", "--config.train.timesteps=4", "--config.noise.kind=none",
+        "--config.noise.mean=0.0", "--config.neuron.surrogate=atan"]
+# label, overrides, and the T the training step runs (BPTT's unroll; 1 for the others).
 METHODS = {
-    "noisy": ("noisy (ours)", ["--config.method=noisy"]),
-    "ann": ("ANN (ReLU)", ["--config.method=convert"]),
-    "qcfs": ("QCFS L=4", ["--config.method=qcfs", "--config.model.qcfs_levels=4"]),
-    "bptt4": ("BPTT T=4", ["--config.method=bptt", "--config.train.timesteps=4", "--config.noise.kind=none",
-                           "--config.noise.mean=0.0", "--config.neuron.surrogate=atan"]),
+    "noisy": ("noisy (ours)", ["--config.method=noisy"], 1),
+    "ann": ("ANN (ReLU)", ["--config.method=convert"], 1),
+    "clip": ("clip-trained conversion", ["--config.method=clip"], 1),
+    "qcfs": ("QCFS L=4", ["--config.method=qcfs", "--config.model.qcfs_levels=4", "--config.model.qcfs_init=8.0",
+                          "--config.model.qcfs_per_layer=True", "--config.train.optimizer=sgd",
+                          "--config.train.learning_rate=0.1", "--config.train.weight_decay=5e-4"], 1),
+    "bptt4": ("BPTT T=4", BPTT, 4),
 }
+# Epochs of the extra equal-cost runs (seed 0): about 0.3x to 0.7x of each method's full run, and
+# BPTT's at about the ANN's full training time (1x) and twice it.
+BUDGET_EPOCHS = {"noisy": (5, 10), "ann": (5, 10), "clip": (5, 10), "qcfs": (5, 10), "bptt4": (4, 8)}
 CONVERSIONS = ((99.9, "99.9%"), (100.0, "max"))
 
 
-def plan(seeds: int, only: list[str]) -> list[tuple[str, int]]:
-    """(method, seed) in the order they run: seed 0 of every method, then the other seeds of
-    ours and the ANN."""
-    first = [(m, 0) for m in METHODS]
-    rest = [(m, s) for s in range(1, seeds) for m in ("noisy", "ann")]
-    return [(m, s) for m, s in first + rest if not only or m in only]
+def plan(seeds: int, only: list[str], budget: bool = True) -> list[tuple[str, int, int]]:
+    """(method, seed, epochs) in the order they run: seed 0 of every method, then the other
+    seeds, then the equal-cost runs (epochs 0 = the config's)."""
+    first = [(m, 0, 0) for m in METHODS]
+    rest = [(m, s, 0) for s in range(1, seeds) for m in METHODS]
+    extra = [(m, 0, e) for m, es in BUDGET_EPOCHS.items() for e in es] if budget else []
+    return [r for r in first + rest + extra if not only or r[0] in only]
 
 
-def run_one(method: str, seed: int, args) -> dict:
+def run_dir(args, method: str, seed: int, epochs: int) -> str:
+    return os.path.join(args.workdir, method, f"seed{seed}" if not epochs else f"epochs{epochs}")
+
+
+def run_one(method: str, seed: int, epochs: int, args) -> dict:
     """Train (or resume) one run, evaluate it, and cache the result in its workdir."""
-    workdir = os.path.join(args.workdir, method, f"seed{seed}")
+    workdir = run_dir(args, method, seed, epochs)
     done = os.path.join(workdir, "result.json")
     if os.path.exists(done):
         with open(done) as f:
             return json.load(f)
-    label, overrides = METHODS[method]
+    label, overrides, train_t = METHODS[method]
     config = config_lib.load_config(args.config)
-    config_lib.apply_overrides(config, overrides + [f"--config.seed={seed}"] + args.extra)
+    config_lib.apply_overrides(config, overrides + [f"--config.seed={seed}"] + args.extra
+                               + ([f"--config.train.epochs={epochs}"] if epochs else []))
     config_lib.validate(config)
-    print(f"== {label}, seed {seed}: {workdir}", flush=True)
+    print(f"== {label}, seed {seed}, {config.train.epochs} epochs: {workdir}", flush=True)
     train_and_evaluate(config, workdir, progress=False, log=lambda m: print("   " + m, flush=True))
     config, model, variables, ds = load_run(workdir, log=lambda m: None)
+    assert not config.dataset.validation, "the claims table is measured on the test split"
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        epochs = [json.loads(line) for line in f]
-    result = {"method": method, "label": label, "seed": seed, "epochs": len(epochs),
-              "epoch_seconds": statistics.median([e["epoch_seconds"] for e in epochs[1:]] or
-                                                 [epochs[0]["epoch_seconds"]]),
-              "train_step_temp_mib": train_step_memory(config, ds, config.train.timesteps if method == "bptt4" else 1),
-              "curves": {}}
+        logged = [json.loads(line) for line in f]
+    result = {"method": method, "label": label, "seed": seed, "epochs": config.train.epochs,
+              "budget_run": bool(epochs),
+              "epoch_seconds": statistics.median([e["epoch_seconds"] for e in logged[1:]] or
+                                                 [logged[0]["epoch_seconds"]]),
+              "train_step_temp_mib": train_step_memory(config, ds, train_t), "curves": {}}
     curve = functools.partial(_curve, ds=ds, timesteps=args.timesteps)
-    if method == "ann":
+    if method in ("ann", "clip", "qcfs"):
         result["ann_accuracy"] = evaluate.evaluate_dataset(model, variables, ds)["accuracy"]
+    if method == "ann" and not epochs:
         batches = [ds.train_batch(config.train.batch_size, seed, i)[0] for i in range(config.convert.num_batches)]
         for pct, name in CONVERSIONS:
             th = baselines.activation_statistics(model, variables, batches, pct)
             for v0, vname in ((0.0, "0"), (0.5, "theta/2")):
                 print(f"   evaluating conversion {name}, v0={vname}", flush=True)
                 result["curves"][f"conversion {name}, v0={vname}"] = curve(*baselines.ann_to_snn(model, variables, th, v0))
-    elif method == "qcfs":
-        result["ann_accuracy"] = evaluate.evaluate_dataset(model, variables, ds)["accuracy"]
+    elif method == "ann":  # equal-cost runs: the stronger classic conversion only
+        th = baselines.activation_statistics(model, variables, [ds.train_batch(config.train.batch_size, seed, i)[0]
+                                                                for i in range(config.convert.num_batches)], 99.9)
+        result["curves"]["conversion 99.9%, v0=theta/2"] = curve(*baselines.ann_to_snn(model, variables, th, 0.5))
+    elif method in ("clip", "qcfs"):
         result["curves"][label] = curve(*baselines.ann_to_snn(model, variables, None, 0.5))
     else:
         result["t1_accuracy"] = evaluate.evaluate_dataset(model, variables, ds)["accuracy"]
@@ -118,23 +144,45 @@ def _curve(model, variables, ds, timesteps) -> list[float]:
 def finished_results(args, todo) -> list[dict]:
     """The cached results of the planned runs that have finished (by any process)."""
     out = []
-    for method, seed in todo:
-        path = os.path.join(args.workdir, method, f"seed{seed}", "result.json")
+    for method, seed, epochs in todo:
+        path = os.path.join(run_dir(args, method, seed, epochs), "result.json")
         if os.path.exists(path):
             with open(path) as f:
                 out.append(json.load(f))
     return out
 
 
-def training_cost(args) -> dict:
-    """Seconds per epoch of ours, the ANN and BPTT at T=4 and 8 from step times measured side by
-    side in this process (:func:`reproduce.interleaved_epoch_cost`), cached in ``cost.json``."""
+def training_cost(args, repeats: int = 7) -> dict:
+    """Seconds per epoch of every method from step times measured side by side in this process
+    (interleaved round-robin after warm-up, median of ``repeats``) times the steps of an epoch, and
+    the compiled step's temporary memory; cached in ``cost.json``."""
     path = os.path.join(args.workdir, "cost.json")
     if not os.path.exists(path):
+        import optax
+
         print("== training cost: step times side by side", flush=True)
-        ds = dataset_from_config(config_lib.load_config(args.config))
-        cost = interleaved_epoch_cost(args, ds)
-        _dump(cost, path)
+        runs, mem, spe = {}, {}, None
+        ds = None
+        for label, overrides, T in METHODS.values():
+            cfg = config_lib.load_config(args.config)
+            config_lib.validate(config_lib.apply_overrides(cfg, overrides + args.extra))
+            ds = ds or dataset_from_config(cfg)
+            spe = ds.num_train // cfg.train.batch_size
+            model = build_model(cfg, ds.num_classes)
+            state = create_state(model, optax.adam(1e-3), ds.input_shape, jax.random.key(0))
+            xb, yb = train_batch(ds, cfg.train.batch_size, 0, 0)
+            step = functools.partial(train_step, num_classes=ds.num_classes, timesteps=T)
+            mem[label] = timing.compiled_temp_mib(step, state, xb, yb, jax.random.key(0))
+            fn, box = jax.jit(step, donate_argnums=0), {"s": state}
+
+            def run(fn=fn, box=box, xb=xb, yb=yb):
+                box["s"], out = fn(box["s"], xb, yb, jax.random.key(0))
+                jax.block_until_ready(out)
+            runs[label] = run
+        median = timing.measure(runs, repeats)
+        os.makedirs(args.workdir, exist_ok=True)
+        _dump({"epoch_seconds": {k: v * spe for k, v in median.items()}, "train_step_temp_mib": mem,
+               "repeats": repeats, "steps_per_epoch": spe, "machine": timing.machine()}, path)
     with open(path) as f:
         return json.load(f)
 
@@ -145,21 +193,40 @@ def _dump(obj, path: str) -> None:
     os.replace(path + ".tmp", path)
 
 
-def summarize(results: list[dict], timesteps) -> dict:
-    """Mean, min and max over seeds of every curve and scalar, by curve name."""
+DEPLOYED = {"ann": "conversion 99.9%, v0=theta/2"}  # the spiking network each method deploys, if not its own label
+
+
+def summarize(results: list[dict], timesteps, cost: dict | None = None) -> dict:
+    """Mean, min and max over seeds of every curve and scalar of the full-length runs, by curve
+    name; and the equal-cost points of seed 0 (every length), training time from ``cost``."""
     curves: dict[str, list] = {}
     scalars: dict[str, dict[str, list]] = {}
+    points = []
     for r in results:
-        for name, c in r["curves"].items():
-            curves.setdefault(name, []).append(c)
-        for k in ("t1_accuracy", "t1_sampled_accuracy", "ann_accuracy", "epoch_seconds", "train_step_temp_mib"):
-            if k in r:
-                scalars.setdefault(r["label"], {}).setdefault(k, []).append(r[k])
+        if not r.get("budget_run"):
+            for name, c in r["curves"].items():
+                curves.setdefault(name, []).append(c)
+            for k in ("t1_accuracy", "t1_sampled_accuracy", "ann_accuracy", "epoch_seconds", "train_step_temp_mib"):
+                if k in r:
+                    scalars.setdefault(r["label"], {}).setdefault(k, []).append(r[k])
+        if r["seed"] == 0:
+            curve = r["curves"][DEPLOYED.get(r["method"], r["label"])]
+            per_epoch = (cost or {}).get("epoch_seconds", {}).get(r["label"])
+            points.append({"method": r["method"], "label": r["label"], "epochs": r["epochs"],
+                           "train_seconds": per_epoch * r["epochs"] if per_epoch else None,
+                           "ann_accuracy": r.get("ann_accuracy"),
+                           **{f"T={t}": curve[list(timesteps).index(t)] for t in (4, 8) if t in timesteps}})
     stat = lambda a: {"mean": np.mean(a, 0).tolist(), "min": np.min(a, 0).tolist(),  # noqa: E731
                       "max": np.max(a, 0).tolist(), "seeds": len(a)}
+    ann = [p for p in points if p["method"] == "ann" and p["epochs"] == max(
+        (q["epochs"] for q in points if q["method"] == "ann"), default=0)]
+    full = ann[0]["train_seconds"] if ann and ann[0]["train_seconds"] else None
+    for p in points:
+        p["budget"] = p["train_seconds"] / full if full and p["train_seconds"] else None
     return {"timesteps": list(timesteps),
             "curves": {k: stat(np.asarray(v)) for k, v in curves.items()},
-            "scalars": {k: {n: stat(np.asarray(v)) for n, v in d.items()} for k, d in scalars.items()}}
+            "scalars": {k: {n: stat(np.asarray(v)) for n, v in d.items()} for k, d in scalars.items()},
+            "equal_cost": sorted(points, key=lambda p: (list(METHODS).index(p["method"]), p["epochs"]))}
 
 
 def render(summary: dict, planned: int, finished: int, cost: dict | None = None) -> str:
@@ -170,10 +237,12 @@ def render(summary: dict, planned: int, finished: int, cost: dict | None = None)
         "" if s["seeds"] == 1 else f" [{100 * (s['min'] if i is None else s['min'][i]):.2f}, "
                                    f"{100 * (s['max'] if i is None else s['max'][i]):.2f}]"))
     out = [f"Full Fashion-MNIST (60,000 train / 10,000 test), `make reproduce-fashion-mnist`, "
-           f"{finished} of {planned} planned runs finished. Test accuracy (%), mean [min, max] over seeds.", ""]
-    ann = sc.get("ANN (ReLU)", {}).get("ann_accuracy")
-    if ann:
-        out += [f"ReLU ANN (the same CNN): {pct(ann)} ({ann['seeds']} seeds).", ""]
+           f"{finished} of {planned} planned runs finished. Test accuracy (%), mean [min, max] over seeds. "
+           f"Recipe and baseline settings chosen on the validation split (`fashion_mnist_tuning.md`).", ""]
+    anns = [(label, s["ann_accuracy"]) for label, s in sc.items() if "ann_accuracy" in s]
+    if anns:
+        out += ["The ANNs (the same CNN, as ANNs): " + "; ".join(f"{label} {pct(a)} ({a['seeds']} seeds)"
+                                                              for label, a in anns) + ".", ""]
     out += ["| method | seeds | T=1 deterministic | " + " | ".join(f"T={t}" for t in T) + " |",
             "|---|---:|---:|" + "---:|" * len(T)]
     for name, c in summary["curves"].items():
@@ -184,9 +253,21 @@ def render(summary: dict, planned: int, finished: int, cost: dict | None = None)
     noisy = sc.get("noisy (ours)", {})
     if "t1_sampled_accuracy" in noisy:
         out += ["", f"Ours at T=1 with the noise sampled (not at its mean): {pct(noisy['t1_sampled_accuracy'])}."]
-    out += ["", "Training cost (same CNN, batch and epochs; wall time per epoch, median over epochs after "
-            "the first, runs at different times on a shared machine; XLA's temporary buffers of the "
-            "compiled train step):", "",
+    points = summary.get("equal_cost", [])
+    if points:
+        out += ["", "Equal cost (seed 0): accuracy of the deployed spiking network at T=4 and T=8 against training "
+                "time, each run's epochs times its method's side-by-side epoch cost; budget = that time over "
+                "the ReLU ANN's full run. The ANN's row deploys its 99.9% conversion (v0 = theta/2).", "",
+                "| method | epochs | training time (min) | budget | ANN | T=4 | T=8 |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
+        for p in points:
+            minutes = f"{p['train_seconds'] / 60:.1f}" if p["train_seconds"] else ""
+            budget = f"{p['budget']:.2f}x" if p["budget"] else ""
+            ann = f"{100 * p['ann_accuracy']:.2f}" if p.get("ann_accuracy") is not None else ""
+            acc = " | ".join(f"{100 * p[t]:.2f}" if t in p else "" for t in ("T=4", "T=8"))
+            out.append(f"| {p['label']} | {p['epochs']} | {minutes} | {budget} | {ann} | {acc} |")
+    out += ["", "Wall time per epoch of the runs themselves (median over epochs after the first; runs share the "
+            "machine, so these overlap) and XLA's temporary buffers of the compiled train step:", "",
             "| method | seconds per epoch | train-step temp memory (MiB) |", "|---|---:|---:|"]
     for label, s in sc.items():
         out.append(f"| {label} | {s['epoch_seconds']['mean']:.1f} | {s['train_step_temp_mib']['mean']:.1f} |")
@@ -201,12 +282,13 @@ def render(summary: dict, planned: int, finished: int, cost: dict | None = None)
 
 
 def plot(summary: dict, path: str) -> None:
-    """Accuracy against T with the seed range as a band; the ANN as a dashed line."""
+    """Left: accuracy against T with the seed range as a band, the ReLU ANN dashed. Right: the
+    deployed network's accuracy at T=4 against training time (the equal-cost points)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     T = summary["timesteps"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5))
     for name, c in summary["curves"].items():
         ax.plot(T, [100 * a for a in c["mean"]], marker="o", ms=3, label=name, lw=2.5 if "ours" in name else 1.2)
         if c["seeds"] > 1:
@@ -215,14 +297,28 @@ def plot(summary: dict, path: str) -> None:
     if ann:
         ax.axhline(100 * ann["mean"], ls="--", color="gray", label="ReLU ANN")
     ax.set_xscale("log", base=2)
-    ax.set_ylim(70, 96)
+    ax.set_ylim(80, 95)
     ax.set_xlabel("time steps T")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Fashion-MNIST: accuracy against T")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
+    by_method: dict[str, list] = {}
+    for p in summary.get("equal_cost", []):
+        if p["train_seconds"] and "T=4" in p:
+            by_method.setdefault(p["label"], []).append((p["train_seconds"] / 60, 100 * p["T=4"]))
+    for label, pts in by_method.items():
+        pts.sort()
+        bx.plot(*zip(*pts), marker="o", label=label, lw=2.5 if "ours" in label else 1.2)
+    bx.set_ylim(80, 95)
+    bx.set_xlabel("training time on 2 CPU cores (min, side-by-side epoch cost x epochs)")
+    bx.set_ylabel("test accuracy at T=4 (%)")
+    bx.set_title("Equal cost (seed 0)")
+    bx.grid(alpha=0.3)
+    bx.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path + ".tmp.png", dpi=120)
+    os.replace(path + ".tmp.png", path)
     plt.close(fig)
 
 
@@ -231,8 +327,11 @@ def write(args, todo, cost: dict | None = None) -> None:
     results = finished_results(args, todo)
     if not results:
         return
+    if cost is None and os.path.exists(os.path.join(args.workdir, "cost.json")):
+        with open(os.path.join(args.workdir, "cost.json")) as f:
+            cost = json.load(f)
     planned = len(todo)
-    summary = summarize(results, args.timesteps)
+    summary = summarize(results, args.timesteps, cost)
     summary["train_cost"] = cost
     summary.update({"date": datetime.date.today().isoformat(), "runs": results, "planned_runs": planned,
                     "config": os.path.relpath(args.config, os.path.dirname(HERE)), "overrides": args.extra,
@@ -253,8 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=os.path.join(HERE, "configs", "fashion_mnist.py"))
     p.add_argument("--workdir", default="runs/fashion_mnist")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
-    p.add_argument("--seeds", type=int, default=3, help="seeds of ours and of the ANN")
+    p.add_argument("--seeds", type=int, default=3, help="seeds of every method")
     p.add_argument("--only", default="", help=f"comma-separated methods to run, of {list(METHODS)}")
+    p.add_argument("--no-budget", action="store_true", help="skip the equal-cost runs of other lengths")
     p.add_argument("--timesteps", default=",".join(map(str, TIMESTEPS)))
     p.add_argument("--jobs", type=int, default=1, help="processes that share the runs")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of the --jobs processes
@@ -265,16 +365,18 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"fashion_mnist: error: --only {unknown} unknown; choose from {list(METHODS)}", file=sys.stderr)
         return 2
-    todo = plan(args.seeds, only)
-    if args.jobs > 1:
-        return run_jobs(argv if argv is not None else sys.argv[1:], args, todo)
+    todo = plan(args.seeds, only, not args.no_budget)
     try:
-        for method, seed in todo:
-            if claim(os.path.join(args.workdir, method, f"seed{seed}")):
-                run_one(method, seed, args)
+        # the side-by-side cost first, on a quiet machine: the runs follow (the equal-cost table needs it)
+        cost = None if args.worker or args.no_budget else training_cost(args)
+        if args.jobs > 1:
+            return run_jobs(argv if argv is not None else sys.argv[1:], args, todo)
+        for method, seed, epochs in todo:
+            if claim(run_dir(args, method, seed, epochs)):
+                run_one(method, seed, epochs, args)
                 write(args, todo)
         if not args.worker:
-            write(args, todo, training_cost(args))
+            write(args, todo, cost)
     except TrainingInterrupted as e:
         print(f"fashion_mnist: {e}; finished runs are kept, re-run the command to continue", file=sys.stderr)
         return 143
@@ -329,7 +431,7 @@ def run_jobs(argv: list[str], args, todo) -> int:
         print(f"fashion_mnist: a job ended with {max(codes)}; re-run the command to continue", file=sys.stderr)
         return max(codes)
     try:
-        write(args, todo, training_cost(args))
+        write(args, todo)
     except NoiseSNNError as e:
         print(f"fashion_mnist: error: {e}", file=sys.stderr)
         return 2

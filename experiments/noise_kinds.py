@@ -73,9 +73,9 @@ def fashion(data_dir: str, kinds: list[str]) -> dict[str, list[list[float]]]:
 
     curves = {}
     for kind in kinds:
-        workdir = "runs/fashion_mnist" if kind == "gaussian" else f"runs/fashion_mnist_{kind}"
+        workdir = f"runs/fashion_mnist_noise_{kind}"
         with tempfile.TemporaryDirectory() as out:
-            code = fashion_mnist.main(["--workdir", workdir, "--out", out, "--only", "noisy", "--seeds", "3",
+            code = fashion_mnist.main(["--workdir", workdir, "--out", out, "--only", "noisy", "--seeds", "3", "--no-budget",
                                        f"--config.noise.kind={kind}", f"--config.dataset.data_dir={data_dir}"])
             if code != 0:
                 raise SystemExit(code)

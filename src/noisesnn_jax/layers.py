@@ -119,7 +119,8 @@ _WARNED: set[str] = set()
 
 
 def _warn_noise_key_unused() -> None:
-    """Warn, once per process, that a ``noise`` key was passed to a T=1 pass that does not sample."""
+    """Warn, once per process, that a T=1 pass that looks like a training step (a ``noise`` key,
+    mutable batch statistics) does not sample noise: ``train=True`` was forgotten."""
     if "noise_key" not in _WARNED:
         _WARNED.add("noise_key")
         import warnings
@@ -196,7 +197,8 @@ class SpikingNeuron(nn.Module):
                 v.value = v_next
         elif timesteps == 1:
             sample = train if sample_noise is None else sample_noise
-            if not sample and self.noise.stochastic and self.has_rng("noise"):
+            if (not sample and self.noise.stochastic and self.has_rng("noise") and not self.is_initializing()
+                    and self.is_mutable_collection("batch_stats")):  # the look of a training step
                 _warn_noise_key_unused()
             sample = sample and self.noise.stochastic
             key = self.make_rng("noise") if sample else None
