@@ -7,7 +7,6 @@ from __future__ import annotations
 import pathlib
 import re
 
-
 ROOT = pathlib.Path(__file__).parent.parent
 PAGES = ("README.md", "docs/own-model.md", "docs/deployment.md")
 
