@@ -213,13 +213,13 @@ def summarize(results: list[dict], timesteps, cost: dict | None = None) -> dict:
             curve = r["curves"][DEPLOYED.get(r["method"], r["label"])]
             per_epoch = (cost or {}).get("epoch_seconds", {}).get(r["label"])
             points.append({"method": r["method"], "label": r["label"], "epochs": r["epochs"],
+                           "budget_run": bool(r.get("budget_run")),
                            "train_seconds": per_epoch * r["epochs"] if per_epoch else None,
                            "ann_accuracy": r.get("ann_accuracy"),
                            **{f"T={t}": curve[list(timesteps).index(t)] for t in (4, 8) if t in timesteps}})
     stat = lambda a: {"mean": np.mean(a, 0).tolist(), "min": np.min(a, 0).tolist(),  # noqa: E731
                       "max": np.max(a, 0).tolist(), "seeds": len(a)}
-    ann = [p for p in points if p["method"] == "ann" and p["epochs"] == max(
-        (q["epochs"] for q in points if q["method"] == "ann"), default=0)]
+    ann = [p for p in points if p["method"] == "ann" and not p["budget_run"]]  # the ANN's full run: 1x
     full = ann[0]["train_seconds"] if ann and ann[0]["train_seconds"] else None
     for p in points:
         p["budget"] = p["train_seconds"] / full if full and p["train_seconds"] else None
