@@ -270,3 +270,56 @@ def test_init_from_starts_a_run_from_another_runs_variables(tiny_config, tmp_pat
     with pytest.raises(ConfigError, match="holds a different model"):
         _init_from(create_state(other, optax.adam(1e-3), ds.input_shape, jax.random.key(0)), other, ds.input_shape,
                    src, log=lambda m: None)
+
+
+def test_a_diverging_run_stops_saves_nothing_non_finite_and_resumes_with_a_lower_rate(tiny_config, tmp_path):
+    """A non-finite loss or parameters stop the run with one line naming the step; no checkpoint of
+    the diverged state is written; re-running with a lower learning rate resumes from the last
+    finite checkpoint."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    from noisesnn_jax import config as config_lib
+    from noisesnn_jax.checkpoint import open_manager
+
+    workdir = str(tmp_path / "run")
+    c = tiny_config
+    c.train.epochs = 1
+    c.train.checkpoint_every_steps = 5
+    train_and_evaluate(c, workdir, progress=False, log=lambda m: None, stop_at_step=5)  # a good checkpoint
+    c2 = config_lib.from_json(config_lib.to_json(c))
+    c2.train.learning_rate = 1e30  # overflows within a few steps
+    with pytest.raises(FloatingPointError, match=r"diverged .*step \d+.*lower --config.train.learning_rate"):
+        train_and_evaluate(c2, workdir, progress=False, log=lambda m: None)
+    manager = open_manager(workdir, 3)
+    steps = manager.all_steps()
+    assert steps and min(steps) == 5
+    for step in steps:  # every checkpoint left holds finite parameters
+        tree = manager.restore(step, args=ocp.args.StandardRestore())
+        assert all(np.all(np.isfinite(a)) for a in jax.tree_util.tree_leaves(tree["params"]))
+    manager.close()
+    c.train.learning_rate = 1e-3
+    log = []
+    train_and_evaluate(c, workdir, progress=False, log=log.append)
+    assert any(f"resumed from step {max(steps)}" in line for line in log)
+
+
+def test_a_second_run_on_a_workdir_in_use_is_refused_and_a_dead_holder_keeps_nothing(tiny_config, tmp_path):
+    import subprocess
+    import sys
+
+    from noisesnn_jax.errors import ConfigError
+    from noisesnn_jax.train import workdir_lock
+
+    workdir = str(tmp_path / "run")
+    os.makedirs(workdir)
+    with workdir_lock(workdir):
+        with pytest.raises(ConfigError, match=r"in use by another training run \(pid \d+"):
+            train_and_evaluate(tiny_config, workdir, progress=False, log=lambda m: None)
+    # a holder killed with SIGKILL: the kernel drops its lock, and the next run trains
+    code = ("import fcntl, os, sys; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+            "print('held', flush=True); os.kill(os.getpid(), 9)")
+    proc = subprocess.run([sys.executable, "-c", code, os.path.join(workdir, "train.lock")], capture_output=True)
+    assert proc.returncode == -9 and b"held" in proc.stdout
+    tiny_config.train.epochs = 1
+    assert train_and_evaluate(tiny_config, workdir, progress=False, log=lambda m: None)["epoch"] == 1

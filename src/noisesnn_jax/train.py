@@ -7,10 +7,12 @@ uninterrupted run would.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -65,6 +67,12 @@ def train_step(state: TrainState, images: Array, labels: Array, noise_key: Array
     return state, metrics
 
 
+@jax.jit
+def _all_finite(tree: Any) -> Array:
+    """Whether every element of every array of ``tree`` is finite."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(tree)]))
+
+
 def _write_jsonl(path: str, record: dict[str, Any]) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -104,9 +112,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     Writes ``config.json``, ``checkpoints/`` and ``metrics.jsonl`` (one JSON line per epoch).
     ``stop_at_step`` ends the run early at that global step, with a checkpoint (a planned
     interruption; re-running continues it). Returns the last epoch's metrics.
+
+    Raises:
+      ConfigError: an invalid config, or ``workdir`` in use by another live training run.
+      FloatingPointError: the loss or the parameters became non-finite; no checkpoint of them is
+        written, so re-running (with a lower learning rate) resumes from the last finite one.
     """
     config_lib.validate(config)
     os.makedirs(workdir, exist_ok=True)
+    with workdir_lock(workdir):
+        return _train_and_evaluate(config, workdir, progress, log, stop_at_step)
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+    """Hold ``<workdir>/train.lock`` (an exclusive ``flock``, process 0 only) while a run trains: a
+    second run on the same workdir is refused. The kernel drops the lock when its holder dies, so a
+    killed run never keeps it."""
+    if jax.process_index() != 0:
+        yield
+        return
+    import fcntl
+
+    path = os.path.join(workdir, "train.lock")
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise ConfigError(f"workdir {workdir!r} is in use by another training run ({holder}); wait for it to "
+                              f"finish, stop it, or pass another --workdir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress: bool, log,
+                        stop_at_step: int | None) -> dict[str, Any]:
     cfg_path = os.path.join(workdir, "config.json")
     if os.path.exists(cfg_path):
         try:
@@ -261,6 +309,17 @@ class _Loop:
     writer: Any = None  # a TensorBoard SummaryWriter, or None
     stop: _StopOnSignal = dataclasses.field(default_factory=_StopOnSignal)
 
+    def save(self, state: TrainState, sums: Any) -> None:
+        """Checkpoint ``state`` unless its parameters, or a loss since the epoch began, are not finite:
+        a diverged state is never saved, so the last checkpoint stays the last finite one."""
+        if not bool(_all_finite(state.params)) or (sums is not None and not np.isfinite(float(sums["loss"]))):
+            kept = self.manager.latest_step()
+            raise FloatingPointError(
+                f"training diverged by step {int(state.step)} (non-finite loss or parameters); not saved. "
+                f"{'The last checkpoint, step ' + str(kept) + ', is kept: re-run' if kept is not None else 'Re-run'}"
+                f" with a lower --config.train.learning_rate (now {self.config.train.learning_rate}) to continue")
+        save_checkpoint(self.manager, state)
+
     def run(self, state: TrainState, final: int) -> dict[str, Any]:
         """Steps from ``state.step`` to ``final``: epochs, checkpoints, metrics; the last epoch's metrics."""
         config, ds, log, stop = self.config, self.ds, self.log, self.stop
@@ -302,10 +361,10 @@ class _Loop:
                 if stop.agreed(sync_point=count % 10 == 0 or step == end):
                     break
                 if step % self.checkpoint_every == 0 and step != end:
-                    save_checkpoint(self.manager, state)
+                    self.save(state, sums)
             bar.close()
             seconds = time.perf_counter() - t0
-            save_checkpoint(self.manager, state)
+            self.save(state, sums)
             if stop.stopping:
                 log(f"signal {stop.requested or 'on another process'} received: saved a checkpoint at step "
                     f"{step}; re-run to continue")
