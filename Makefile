@@ -94,8 +94,10 @@ define train_eval
 	  --json runs/$(1)/evaluation.json --plot runs/$(1)/accuracy_vs_t.png $(DIST_FLAGS) $(EVAL_FLAGS)
 endef
 
+## ruff, and the package's layers (docs/design.md): an upward import fails
 lint: install
 	$(VENV)/bin/ruff check src tests experiments benchmarks
+	$(PY) -m pytest -q tests/test_layers_contract.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -30,9 +30,9 @@ import numpy as np
 from noisesnn_jax import convert, evaluate, pieces, timing
 from noisesnn_jax.models import CNN, resnet18
 from noisesnn_jax.neurons import Neuron
+from noisesnn_jax.run.state import TrainState, create_state
+from noisesnn_jax.run.train import train_step
 from noisesnn_jax.spikes import Noise
-from noisesnn_jax.state import TrainState, create_state
-from noisesnn_jax.train import train_step
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

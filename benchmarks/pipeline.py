@@ -25,7 +25,7 @@ import numpy as np
 def write_dataset(data_dir: str, n_train: int, n_val: int) -> None:
     from PIL import Image
 
-    from noisesnn_jax.tfds_data import write_imagenet_layout
+    from noisesnn_jax.data.tfds import write_imagenet_layout
 
     def jpeg(i: int) -> bytes:
         rng = np.random.default_rng(i)
@@ -47,7 +47,7 @@ def _before(data_dir: str, size: int, workers: int):
     The same images, bit for bit (``tests/test_tfds.py``); kept here as the speed reference."""
     import tensorflow_datasets as tfds
 
-    from noisesnn_jax.tfds_data import SPECS, TFDSDataset
+    from noisesnn_jax.data.tfds import SPECS, TFDSDataset
 
     class Before(TFDSDataset):
         def _standardize(self, img: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=7)
     args = p.parse_args(argv)
     from noisesnn_jax import timing
-    from noisesnn_jax.tfds_data import load_tfds
+    from noisesnn_jax.data.tfds import load_tfds
 
     out = {"size": args.size, "batch": args.batch, "jpeg": "375x500", "cpus": os.cpu_count(),
            "repeats": args.repeats, "images_per_s": {}}

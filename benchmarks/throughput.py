@@ -24,8 +24,8 @@ import optax
 
 from noisesnn_jax import convert, evaluate, parallel, timing
 from noisesnn_jax.models import MODELS
-from noisesnn_jax.state import create_state, variables_of
-from noisesnn_jax.train import train_step
+from noisesnn_jax.run.state import create_state, variables_of
+from noisesnn_jax.run.train import train_step
 
 
 def main(argv: list[str] | None = None) -> int:

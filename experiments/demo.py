@@ -19,13 +19,13 @@ import os
 import sys
 import time
 
-from noisesnn_jax import config as config_lib
 from noisesnn_jax import timing
-from noisesnn_jax.cli import format_table, plot_accuracy
 from noisesnn_jax.errors import NoiseSNNError
-from noisesnn_jax.evaluate import evaluate_run
+from noisesnn_jax.run import config as config_lib
+from noisesnn_jax.run.cli import format_table, plot_accuracy
+from noisesnn_jax.run.train import train_and_evaluate
+from noisesnn_jax.run.workdir import evaluate_run
 from noisesnn_jax.spikes import Noise
-from noisesnn_jax.train import train_and_evaluate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VARIANTS = {  # name: (workdir under --workdir, overrides); the noisy run uses the library's default noise

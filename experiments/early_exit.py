@@ -26,9 +26,9 @@ MARGINS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
 
 def run(workdir: str, T: int, tolerance: float, repeats: int) -> dict:
     from noisesnn_jax import evaluate, timing
-    from noisesnn_jax.checkpoint import restore_run
     from noisesnn_jax.convert import fold_batchnorm
     from noisesnn_jax.early_exit import ExitRule, evaluate_early_exit, readout_bound, simulate_rule
+    from noisesnn_jax.run.checkpoint import restore_run
 
     config, model, variables, ds, step = restore_run(workdir, log=lambda m: None)
     x, y = ds.test_examples(np.arange(ds.num_test))

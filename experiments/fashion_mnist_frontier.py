@@ -45,8 +45,8 @@ SOURCE = "runs/fashion_mnist/noisy/seed0"
 
 
 def train(name: str, data_dir: str) -> None:
-    from noisesnn_jax import config as config_lib
-    from noisesnn_jax.train import train_and_evaluate
+    from noisesnn_jax.run import config as config_lib
+    from noisesnn_jax.run.train import train_and_evaluate
 
     config = config_lib.load_config(CONFIG)
     extra = RUNS[name][1] + ["--config.seed=0", f"--config.dataset.data_dir={data_dir}"]
@@ -70,8 +70,8 @@ def bn_recalibration(data_dir: str) -> tuple[dict, dict]:
     import jax
     import jax.numpy as jnp
 
-    from noisesnn_jax.checkpoint import restore_run
     from noisesnn_jax.models import BN_MOMENTUM
+    from noisesnn_jax.run.checkpoint import restore_run
 
     config, model, variables, ds, _ = restore_run(SOURCE, log=lambda m: None, data_dir=data_dir)
     x, y = ds.test_examples(np.arange(ds.num_test))
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets")))
     p.add_argument("--only", default="", help=f"comma-separated runs of {list(RUNS) + ['bn_recalibration']}")
     args = p.parse_args(argv)
-    from noisesnn_jax.checkpoint import restore_run
+    from noisesnn_jax.run.checkpoint import restore_run
 
     only = [r for r in args.only.split(",") if r] or list(RUNS) + ["bn_recalibration"]
     cost = json.load(open("runs/fashion_mnist/cost.json"))["epoch_seconds"]

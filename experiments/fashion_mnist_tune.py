@@ -50,7 +50,10 @@ CANDIDATES: dict[str, tuple[str, str, list[str]]] = {
     "noisy_learn": ("ours, learned per-channel threshold", "noisy", ["--config.model.learn_threshold=True"]),
     "clip": ("clip-trained ANN, clip at the threshold (1)", "clip", []),
     "clip_learn": ("clip-trained ANN, trainable per-channel clip", "clip", ["--config.model.learn_threshold=True"]),
-    "ann_clip_equal": ("ReLU ANN (the chosen recipe)", "convert", []),
+    # the clip-trained ANN is the mean-field network of uniform noise: its weights, fine-tuned with noise
+    "noisy_from_clip": ("ours, 5 epochs from the clip-trained ANN (lr 5e-4)", "noisy",
+                        ["--config.train.init_from={workdir}/clip", "--config.train.epochs=5",
+                         "--config.train.learning_rate=5e-4"]),
     # Round 3: QCFS, the library's first variant against the official recipe's essentials.
     "qcfs_lib": ("QCFS L=4, lam 4 per channel, Adam", "qcfs", []),
     "qcfs_official": ("QCFS L=4, lam 8 per layer, SGD 0.1 wd 5e-4", "qcfs",
@@ -63,9 +66,9 @@ CANDIDATES: dict[str, tuple[str, str, list[str]]] = {
 def run_one(name: str, args) -> dict:
     """Train (or resume) candidate ``name`` and score it on the validation split."""
     from noisesnn_jax import baselines, convert, evaluate
-    from noisesnn_jax import config as config_lib
-    from noisesnn_jax.checkpoint import load_run
-    from noisesnn_jax.train import train_and_evaluate
+    from noisesnn_jax.run import config as config_lib
+    from noisesnn_jax.run.checkpoint import load_run
+    from noisesnn_jax.run.train import train_and_evaluate
 
     workdir = os.path.join(args.workdir, name)
     done = os.path.join(workdir, "result.json")
@@ -74,8 +77,9 @@ def run_one(name: str, args) -> dict:
             return json.load(f)
     label, method, overrides = CANDIDATES[name]
     config = config_lib.load_config(args.config)
+    overrides = [o.replace("{workdir}", os.path.abspath(args.workdir)) for o in overrides]
     config_lib.apply_overrides(config, [f"--config.method={method}", f"--config.dataset.validation={VALIDATION}",
-                                        "--config.seed=0"] + overrides + args.extra)
+                                        "--config.seed=0"] + args.extra + overrides)
     config_lib.validate(config)
     print(f"== {name}: {label} ({workdir})", flush=True)
     train_and_evaluate(config, workdir, progress=False, log=lambda m: print("   " + m, flush=True))

@@ -98,14 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     import nir
 
     from noisesnn_jax import evaluate, timing
-    from noisesnn_jax.checkpoint import restore_run
-    from noisesnn_jax.export import export_run
+    from noisesnn_jax.run.checkpoint import restore_run
+    from noisesnn_jax.run.workdir import export_run, spiking_network
 
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.workdir, "export", f"{args.name}.nir")  # beside the run, not in the results
     written = export_run(args.workdir, "nir", args.timesteps, path, log=lambda m: None)
     config, model, variables, ds, step = restore_run(args.workdir, log=lambda m: None)
-    model, variables, _ = evaluate.spiking_network(config, model, variables, ds)
+    model, variables, _ = spiking_network(config, model, variables, ds)
     x, y = ds.test_examples(np.arange(ds.num_test))
     x = np.asarray(x, np.float32)
     from noisesnn_jax.convert import fold_batchnorm

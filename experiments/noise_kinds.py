@@ -48,9 +48,9 @@ def step_cost(repeats: int) -> dict[str, float]:
 
 def mnist5k(workdir: str, seeds: int, epochs: int) -> dict[str, list[list[float]]]:
     """Accuracy curves ``[seed][T]`` per kind on mnist5k (runs resumed or read where finished)."""
-    from noisesnn_jax import config as config_lib
-    from noisesnn_jax import evaluate
-    from noisesnn_jax.train import train_and_evaluate
+    from noisesnn_jax.run import config as config_lib
+    from noisesnn_jax.run.train import train_and_evaluate
+    from noisesnn_jax.run.workdir import evaluate_run
 
     curves: dict[str, list[list[float]]] = {}
     for kind in KINDS:
@@ -61,7 +61,7 @@ def mnist5k(workdir: str, seeds: int, epochs: int) -> dict[str, list[list[float]
                                                 f"--config.train.epochs={epochs}"])
             print(f"== mnist5k {kind} seed {seed}: {wd}", flush=True)
             train_and_evaluate(config_lib.validate(config), wd, progress=False, log=lambda m: None)
-            r = evaluate.evaluate_run(wd, timesteps=MNIST_T, log=lambda m: None)
+            r = evaluate_run(wd, timesteps=MNIST_T, log=lambda m: None)
             curves.setdefault(kind, []).append([float(a) for a in r["accuracy"]])
     return curves
 

@@ -31,12 +31,12 @@ import jax
 import numpy as np
 
 from noisesnn_jax import baselines, convert, evaluate, timing
-from noisesnn_jax import config as config_lib
-from noisesnn_jax.checkpoint import load_run
 from noisesnn_jax.data import train_batch
 from noisesnn_jax.errors import NoiseSNNError
-from noisesnn_jax.state import build_model, create_state, make_optimizer
-from noisesnn_jax.train import train_and_evaluate, train_step
+from noisesnn_jax.run import config as config_lib
+from noisesnn_jax.run.checkpoint import load_run
+from noisesnn_jax.run.state import build_model, create_state, make_optimizer
+from noisesnn_jax.run.train import train_and_evaluate, train_step
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TIMESTEPS = (1, 2, 4, 8, 16, 32, 64, 128, 256)

@@ -13,7 +13,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 @pytest.fixture
 def tiny_config():
     """An MLP on digits, 2 epochs: trains in a few seconds."""
-    from noisesnn_jax import config as config_lib
+    from noisesnn_jax.run import config as config_lib
 
     c = config_lib.get_config()
     c.dataset.name = "digits"
@@ -101,7 +101,7 @@ class TrainProcesses:
     def assert_same_params(a: str, b: str, layers: tuple[str, ...], rtol: float = 1e-5, atol: float = 1e-6):
         import numpy as np
 
-        from noisesnn_jax.checkpoint import load_run
+        from noisesnn_jax.run.checkpoint import load_run
 
         pa = load_run(a, log=lambda m: None)[2]["params"]
         pb = load_run(b, log=lambda m: None)[2]["params"]

@@ -15,8 +15,8 @@ import os
 import sys
 import time
 
-from noisesnn_jax import cli
 from noisesnn_jax.data import ArrayDataset
+from noisesnn_jax.run import cli
 
 STEP_SECONDS = 0.5
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from noisesnn_jax import Neuron, Noise, baselines, evaluate, neurons, ops
-from noisesnn_jax.evaluate import evaluate_run
 from noisesnn_jax.layers import QCFS, Activation
 from noisesnn_jax.models import CNN, MLP
-from noisesnn_jax.train import train_and_evaluate
+from noisesnn_jax.run.train import train_and_evaluate
+from noisesnn_jax.run.workdir import evaluate_run
 
 
 def test_threshold_balancing_equals_numpy_percentile():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from noisesnn_jax import config as config_lib
 from noisesnn_jax.data import load_dataset, train_batch
 from noisesnn_jax.errors import ConfigError, DataError
+from noisesnn_jax.run import config as config_lib
 
 
 def test_digits_split_fixed_and_standardized():
@@ -145,7 +145,7 @@ def test_fake_dataset_for_throughput_runs():
 
 
 def test_learning_rate_warmup_then_cosine():
-    from noisesnn_jax.state import learning_rate_schedule
+    from noisesnn_jax.run.state import learning_rate_schedule
 
     c = config_lib.get_config()
     c.train.learning_rate, c.train.epochs, c.train.warmup_epochs = 0.4, 10, 2.0
@@ -184,7 +184,7 @@ def test_every_experiment_config_is_valid():
 
 
 def test_fake_dataset_trains_through_the_loop(tmp_path):
-    from noisesnn_jax.train import train_and_evaluate
+    from noisesnn_jax.run.train import train_and_evaluate
 
     c = config_lib.get_config()
     config_lib.apply_overrides(c, ["--config.dataset.name=fake", "--config.dataset.image_size=8",
@@ -196,9 +196,9 @@ def test_fake_dataset_trains_through_the_loop(tmp_path):
 
 
 def test_validation_split_of_an_in_memory_dataset_and_its_config_checks():
-    from noisesnn_jax import config as config_lib
     from noisesnn_jax.data import dataset_from_config, load_dataset
     from noisesnn_jax.errors import ConfigError, DataError
+    from noisesnn_jax.run import config as config_lib
 
     full = load_dataset("digits")
     c = config_lib.get_config()

@@ -7,10 +7,11 @@ import jax
 import numpy as np
 import pytest
 
-from noisesnn_jax import cli, evaluate, models, ops, pieces
+from noisesnn_jax import evaluate, models, ops, pieces
 from noisesnn_jax.convert import fold_batchnorm
 from noisesnn_jax.early_exit import ExitRule, predict_early_exit, readout_bound, simulate_rule
 from noisesnn_jax.errors import ConfigError
+from noisesnn_jax.run import cli
 
 
 def _net(model, shape, seed=0):
@@ -82,8 +83,8 @@ def test_exact_rule_never_changes_a_prediction(model, shape):
 
 
 def test_cli_early_exit_report(tiny_config, tmp_path, capsys):
-    from noisesnn_jax import config as config_lib
-    from noisesnn_jax.train import train_and_evaluate
+    from noisesnn_jax.run import config as config_lib
+    from noisesnn_jax.run.train import train_and_evaluate
 
     w = str(tmp_path / "run")
     tiny_config.train.epochs = 1

@@ -16,10 +16,12 @@ import pytest
 
 nir = pytest.importorskip("nir")
 
-from noisesnn_jax import Neuron, cli, evaluate, export, layers, models  # noqa: E402
-from noisesnn_jax import nir as snir  # noqa: E402
+from noisesnn_jax import Neuron, evaluate, layers, models  # noqa: E402
 from noisesnn_jax.convert import fold_batchnorm  # noqa: E402
 from noisesnn_jax.errors import ExportError  # noqa: E402
+from noisesnn_jax.interop import export  # noqa: E402
+from noisesnn_jax.interop import nir as snir  # noqa: E402
+from noisesnn_jax.run import cli  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 import nir_reference  # noqa: E402  (written from NIR's node definitions, not from this library)
@@ -226,8 +228,8 @@ def test_stablehlo_runs_with_jax_alone(tmp_path):
 
 
 def test_cli_export_both_formats_and_bad_input(tiny_config, tmp_path, capsys):
-    from noisesnn_jax import config as config_lib
-    from noisesnn_jax.train import train_and_evaluate
+    from noisesnn_jax.run import config as config_lib
+    from noisesnn_jax.run.train import train_and_evaluate
 
     w = str(tmp_path / "run")
     tiny_config.train.epochs = 1
@@ -241,7 +243,7 @@ def test_cli_export_both_formats_and_bad_input(tiny_config, tmp_path, capsys):
     assert cli.main(["export", "--workdir", w, "--format", "stablehlo", "--timesteps", "4",
                      "--out", str(out / "mlp.stablehlo")]) == 0
     exported = jax.export.deserialize((out / "mlp.stablehlo").read_bytes())
-    config, model, variables, ds = __import__("noisesnn_jax.checkpoint", fromlist=["x"]).load_run(w, log=lambda m: None)
+    config, model, variables, ds = __import__("noisesnn_jax.run.checkpoint", fromlist=["x"]).load_run(w, log=lambda m: None)
     xb = ds.test_examples(np.arange(16))[0]
     np.testing.assert_allclose(np.asarray(exported.call(xb)), np.asarray(evaluate.predict(model, variables, xb, 4)[0]),
                                rtol=1e-5, atol=1e-5)

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("tensorflow_datasets")
 
-from noisesnn_jax import tfds_data  # noqa: E402
+from noisesnn_jax.data import tfds as tfds_data  # noqa: E402
 from noisesnn_jax.errors import DataError  # noqa: E402
 
 SIZES = {"train": 30, "test": 10}

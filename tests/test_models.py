@@ -205,8 +205,8 @@ def test_bfloat16_compute_keeps_float32_parameters():
 
     import optax
 
-    from noisesnn_jax.state import create_state
-    from noisesnn_jax.train import train_step
+    from noisesnn_jax.run.state import create_state
+    from noisesnn_jax.run.train import train_step
     model = CNN(channels=(8, 8), pool_after=(0,), num_classes=3, dtype=jnp.bfloat16)
     state = create_state(model, optax.adam(1e-3), (8, 8, 1), jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (4, 8, 8, 1))

@@ -1,4 +1,4 @@
-"""Flax NNX through the bridge (noisesnn_jax.nnx_bridge): the same variables and outputs as the
+"""Flax NNX through the bridge (noisesnn_jax.interop.nnx_bridge): the same variables and outputs as the
 Linen models in both time modes, and training under nnx.jit / nnx.grad with noise from nnx.Rngs."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import optax
 import pytest
 from flax import nnx
 
-from noisesnn_jax import models, nnx_bridge
+from noisesnn_jax import models
+from noisesnn_jax.interop import nnx_bridge
 
 
 def _data(shape=(8, 12, 12, 1)):

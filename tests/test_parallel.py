@@ -14,8 +14,8 @@ SCRIPT = textwrap.dedent("""
     assert jax.device_count() == 8, jax.devices()
     from noisesnn_jax.models import CNN
     from noisesnn_jax import parallel
-    from noisesnn_jax.state import create_state
-    from noisesnn_jax.train import train_step
+    from noisesnn_jax.run.state import create_state
+    from noisesnn_jax.run.train import train_step
     model = CNN(channels=(8, 16), pool_after=(0,), num_classes=10)
     rng = np.random.default_rng(0)
     xs = rng.normal(size=(3, 32, 12, 12, 1)).astype(np.float32)
@@ -46,7 +46,7 @@ SCRIPT = textwrap.dedent("""
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
     # multi-step evaluation sharded over the 8 devices == one device (37 rows: a padded last batch)
     from noisesnn_jax import convert, evaluate
-    from noisesnn_jax.state import variables_of
+    from noisesnn_jax.run.state import variables_of
     fm, fv = convert.fold_batchnorm(model, variables_of(single), xs[0])
     xe = rng.normal(size=(37, 12, 12, 1)).astype(np.float32)
     ye = rng.integers(0, 10, size=37).astype(np.int32)
@@ -75,9 +75,9 @@ def test_sharded_step_equals_single_device():
 
 TRAIN_SCRIPT = textwrap.dedent("""
     import sys, jax, numpy as np
-    from noisesnn_jax import config as config_lib
-    from noisesnn_jax.checkpoint import load_run
-    from noisesnn_jax.train import train_and_evaluate
+    from noisesnn_jax.run import config as config_lib
+    from noisesnn_jax.run.checkpoint import load_run
+    from noisesnn_jax.run.train import train_and_evaluate
     c = config_lib.get_config()
     config_lib.apply_overrides(c, ["--config.dataset.name=digits", "--config.model.name=mlp",
         "--config.model.hidden=32", "--config.train.epochs=1", "--config.train.batch_size=64"])

@@ -82,7 +82,7 @@ def test_snntorch_reads_our_nir_graph_with_the_same_predictions(tmp_path):
     import numpy as np
 
     from noisesnn_jax import evaluate, models
-    from noisesnn_jax import nir as snir
+    from noisesnn_jax.interop import nir as snir
 
     spec = importlib.util.spec_from_file_location(
         "nir_interop", os.path.join(os.path.dirname(PATH), "..", "experiments", "nir_interop.py"))

@@ -14,7 +14,7 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from noisesnn_jax import tfds_data  # noqa: E402
+from noisesnn_jax.data import tfds as tfds_data  # noqa: E402
 from noisesnn_jax.errors import DataError  # noqa: E402
 
 N_TRAIN, N_VAL = 24, 10
@@ -69,7 +69,7 @@ def test_pipeline_decodes_itself_and_matches_tfds_decoding_bit_for_bit(imagenet_
     """ImageNet examples stay encoded until the transform decodes them (PIL) and crops the decoded
     image directly; the batches equal, bit for bit, TFDS's own decoding followed by the array
     transforms and the arithmetic standardization."""
-    from noisesnn_jax.batching import batch_indices
+    from noisesnn_jax.data.batching import batch_indices
 
     ds = tfds_data.load_tfds("imagenet2012", data_dir=imagenet_dir, image_size=32, workers=2)
     assert ds.encoded
@@ -166,9 +166,9 @@ def test_missing_dataset_names_where_it_looked_and_the_fix(tmp_path, monkeypatch
 def test_resnet18_trains_and_evaluates_at_t4_on_imagenet_layout(imagenet_dir, tmp_path):
     """One ResNet-18 (ImageNet stem) training step at 32x32 on the real pipeline, a checkpoint,
     then the evaluation command at T=1 and T=4 over the validation split."""
-    from noisesnn_jax import config as config_lib
-    from noisesnn_jax.evaluate import evaluate_run
-    from noisesnn_jax.train import train_and_evaluate
+    from noisesnn_jax.run import config as config_lib
+    from noisesnn_jax.run.train import train_and_evaluate
+    from noisesnn_jax.run.workdir import evaluate_run
 
     c = config_lib.load_config(os.path.join(os.path.dirname(__file__), "..", "experiments", "configs",
                                             "imagenet_resnet34.py"))

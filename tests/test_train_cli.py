@@ -11,10 +11,10 @@ import jax
 import numpy as np
 import pytest
 
-from noisesnn_jax import cli
-from noisesnn_jax.checkpoint import load_run
 from noisesnn_jax.errors import CheckpointError
-from noisesnn_jax.train import train_and_evaluate
+from noisesnn_jax.run import cli
+from noisesnn_jax.run.checkpoint import load_run
+from noisesnn_jax.run.train import train_and_evaluate
 
 
 def _params(workdir):
@@ -75,8 +75,8 @@ def test_refuses_to_resume_a_different_model(tiny_config, tmp_path):
 
 
 def test_resume_ignores_where_the_data_lives_but_not_what_it_is(tiny_config):
-    from noisesnn_jax import config as config_lib
-    from noisesnn_jax.checkpoint import check_compatible
+    from noisesnn_jax.run import config as config_lib
+    from noisesnn_jax.run.checkpoint import check_compatible
 
     saved = config_lib.from_json(config_lib.to_json(tiny_config))
     tiny_config.dataset.data_dir, tiny_config.dataset.workers = "/mnt/elsewhere", 8
@@ -199,7 +199,7 @@ def test_logs_for_pods_and_a_changed_schedule_is_stated(tiny_config, tmp_path):
 
 def test_evaluation_records_provenance_and_cli_basics(tiny_config, tmp_path, capsys):
     from noisesnn_jax import __version__
-    from noisesnn_jax.evaluate import evaluate_run
+    from noisesnn_jax.run.workdir import evaluate_run
     w = str(tmp_path / "w")
     tiny_config.train.epochs = 1
     train_and_evaluate(tiny_config, w, progress=False, log=lambda m: None)
@@ -248,11 +248,11 @@ def test_init_from_starts_a_run_from_another_runs_variables(tiny_config, tmp_pat
     import jax
     import optax
 
-    from noisesnn_jax import config as config_lib
-    from noisesnn_jax.checkpoint import load_run
     from noisesnn_jax.errors import ConfigError
-    from noisesnn_jax.state import build_model, create_state
-    from noisesnn_jax.train import _init_from, train_and_evaluate
+    from noisesnn_jax.run import config as config_lib
+    from noisesnn_jax.run.checkpoint import load_run
+    from noisesnn_jax.run.state import build_model, create_state
+    from noisesnn_jax.run.train import _init_from, train_and_evaluate
 
     src = str(tmp_path / "src")
     tiny_config.train.epochs = 1
@@ -279,8 +279,8 @@ def test_a_diverging_run_stops_saves_nothing_non_finite_and_resumes_with_a_lower
     import jax
     import orbax.checkpoint as ocp
 
-    from noisesnn_jax import config as config_lib
-    from noisesnn_jax.checkpoint import open_manager
+    from noisesnn_jax.run import config as config_lib
+    from noisesnn_jax.run.checkpoint import open_manager
 
     workdir = str(tmp_path / "run")
     c = tiny_config
@@ -309,7 +309,7 @@ def test_a_second_run_on_a_workdir_in_use_is_refused_and_a_dead_holder_keeps_not
     import sys
 
     from noisesnn_jax.errors import ConfigError
-    from noisesnn_jax.train import workdir_lock
+    from noisesnn_jax.run.train import workdir_lock
 
     workdir = str(tmp_path / "run")
     os.makedirs(workdir)
@@ -323,3 +323,35 @@ def test_a_second_run_on_a_workdir_in_use_is_refused_and_a_dead_holder_keeps_not
     assert proc.returncode == -9 and b"held" in proc.stdout
     tiny_config.train.epochs = 1
     assert train_and_evaluate(tiny_config, workdir, progress=False, log=lambda m: None)["epoch"] == 1
+
+
+def test_a_failing_result_write_is_one_error_and_leaves_the_previous_file(tiny_config, tmp_path, capsys,
+                                                                         monkeypatch):
+    """Evaluation JSON and plots are written atomically: a write that fails (disk full, a bad path)
+    ends in one line and exit code 1, and a previous result file stays as it was."""
+    import errno
+
+    w = str(tmp_path / "w")
+    tiny_config.train.epochs = 1
+    train_and_evaluate(tiny_config, w, progress=False, log=lambda m: None)
+    out = tmp_path / "eval.json"
+    out.write_text('{"previous": true}')
+
+    def full_disk(obj, f, **kw):
+        f.write('{"half": ')
+        raise OSError(errno.ENOSPC, "No space left on device", str(out))
+    monkeypatch.setattr(cli.json, "dump", full_disk)
+    assert cli.main(["evaluate", "--workdir", w, "--timesteps", "1,2", "--json", str(out)]) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and "free disk space" in errors[0]
+    assert json.loads(out.read_text()) == {"previous": True}
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    monkeypatch.undo()
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert cli.main(["evaluate", "--workdir", w, "--timesteps", "1", "--plot", str(blocker / "p.png")]) == 1
+    assert "fix the path" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--workdir", w, "--timesteps", "1,2", "--json", str(out),
+                     "--plot", str(tmp_path / "p.png")]) == 0
+    assert json.loads(out.read_text())["timesteps"] == [1, 2] and (tmp_path / "p.png").stat().st_size > 1000

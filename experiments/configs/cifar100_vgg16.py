@@ -8,7 +8,7 @@ with ``make prepare DATASET=cifar100 DATA_DIR=...``; run with ``make train-cifar
 
 import os
 
-from noisesnn_jax.config import load_config
+from noisesnn_jax.run.config import load_config
 
 
 def get_config():

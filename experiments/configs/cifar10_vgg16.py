@@ -9,7 +9,7 @@ section 6. Prepare the data with ``make prepare DATASET=cifar10 DATA_DIR=...``; 
 ``make train-cifar10 DATA_DIR=...``.
 """
 
-from noisesnn_jax.config import get_config as base
+from noisesnn_jax.run.config import get_config as base
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """Small spiking CNN on scikit-learn's digits (1,352 train / 445 test 8x8 images)."""
 
-from noisesnn_jax.config import get_config as base
+from noisesnn_jax.run.config import get_config as base
 
 
 def get_config():

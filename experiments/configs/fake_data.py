@@ -6,7 +6,7 @@ are not. Shrink it with overrides, e.g. ``--config.model.name=resnet18
 
 import os
 
-from noisesnn_jax.config import load_config
+from noisesnn_jax.run.config import load_config
 
 
 def get_config():

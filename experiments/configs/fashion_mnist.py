@@ -17,7 +17,7 @@ with pooling after blocks 0 and 2, which costs 1.5x as much per epoch. ``make re
 trains every method of the claims table with it.
 """
 
-from noisesnn_jax.config import get_config as base
+from noisesnn_jax.run.config import get_config as base
 
 
 def get_config():

@@ -10,7 +10,7 @@ state stay float32). Prepare the data with ``make prepare-imagenet MANUAL_DIR=..
 run with ``make train-imagenet DATA_DIR=...``. Reference numbers: docs/method.md, section 6.
 """
 
-from noisesnn_jax.config import get_config as base
+from noisesnn_jax.run.config import get_config as base
 
 
 def get_config():

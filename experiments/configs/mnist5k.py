@@ -6,7 +6,7 @@ smoothing 0.1 (chosen over lr 2e-3, weight decay 5e-4 and batch 32 by a one-seed
 converted accuracy at T = 4..32).
 """
 
-from noisesnn_jax.config import get_config as base
+from noisesnn_jax.run.config import get_config as base
 
 
 def get_config():

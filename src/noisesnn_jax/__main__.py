@@ -2,6 +2,6 @@
 
 import sys
 
-from noisesnn_jax.cli import main
+from noisesnn_jax.run.cli import main
 
 sys.exit(main())

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 Array = jax.Array
+Variables = dict[str, Any]  # a model's variables: {"params": ..., "batch_stats": ...}
 # The keyword arguments every model takes (besides the input).
 MODE_KEYWORDS = ("train", "timesteps", "sample_noise")
 

@@ -12,7 +12,7 @@ a few shapes compile), so a finished sample costs nothing more. Rules:
 - ``exact``: stop when no spikes the remaining ``T - t`` steps could bring can change the
   prediction of the full ``T`` steps. Each step adds ``z = W f + b`` to ``S``, where ``f`` is the
   readout's input: spikes of amplitude 1 or their averages (pooling), so ``0 <= f <= 1`` (spike
-  amplitudes are folded into ``W``, as in the NIR export, :mod:`noisesnn_jax.nir`). Hence
+  amplitudes are folded into ``W``, as in the NIR export, :mod:`noisesnn_jax.interop.nir`). Hence
   ``z_c - z_k >= D_ck = (b_c - b_k) + sum_j min(0, W_cj - W_kj)`` for every step, and the leader
   ``c`` stays the leader through step ``T`` when ``S_c - S_k + (T - t) D_ck > 0`` for all ``k``.
   The bound is exact in the sense that stopping never changes the full-T prediction (tested); it
@@ -88,7 +88,7 @@ def readout_bound(model: Any, variables: Variables, example: Any) -> np.ndarray:
     Raises:
       ExportError: the readout is not an affine map of spikes (or their averages).
     """
-    from noisesnn_jax.nir import to_nir
+    from noisesnn_jax.interop.nir import to_nir
 
     graph = to_nir(model, variables, example, verify=False)
     nodes, preds = graph.nodes, {}

@@ -1,10 +1,10 @@
 """Inference and evaluation: multi-step prediction, per-step readout, accuracy over a test split
-(sharded over a mesh), accuracy at every T from one run, and :func:`evaluate_run` of a workdir."""
+(sharded over a mesh), and accuracy at every T from one run. The evaluation of a training workdir
+is :func:`noisesnn_jax.run.workdir.evaluate_run`."""
 
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,11 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from noisesnn_jax import baselines, parallel
-from noisesnn_jax.checkpoint import restore_run
 from noisesnn_jax.contract import check_inputs, check_logits, check_timesteps
-from noisesnn_jax.convert import fold_batchnorm
-from noisesnn_jax.ops import count_ops
 from noisesnn_jax.pieces import microbatch_size
 
 Array = jax.Array
@@ -244,100 +240,3 @@ def _sharded_eval(model: Any, timesteps: int, mesh: Any, sampled: bool, microbat
     # check_vma=False: the neurons' scans start from a constant (unvarying) potential.
     return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), data, data, data, P()), out_specs=(P(), P()),
                                  check_vma=False))
-
-
-# Pixels x images x time steps of the operation count's probe (100 images of 32x32 at T <= 80).
-OPS_PROBE_BUDGET = 8192 * 1024
-
-
-def evaluate_run(workdir: str, timesteps: tuple[int, ...] | None = None, fold_bn: bool = True,
-                 log=print, data_dir: str | None = None) -> dict[str, Any]:
-    """Evaluate a trained workdir: T=1 (noise at its mean and sampled) and converted at each T.
-
-    Over every device when there are several (the batch sharded on a ``data`` mesh axis; in a
-    multi-process run every process calls this and loads only its rows)."""
-    config, model, variables, ds, step = restore_run(workdir, log, data_dir)
-    mesh = parallel.make_mesh() if jax.device_count() > 1 else None
-    bs = config.eval.batch_size
-    run_eval = lambda m, v, T, **kw: evaluate_dataset(m, v, ds, T, batch_size=bs, mesh=mesh, **kw)  # noqa: E731
-    timesteps = tuple(timesteps or config.eval.timesteps)
-    extra: dict[str, Any] = {}
-    if config.method in ("convert", "qcfs"):
-        extra["ann_accuracy"] = run_eval(model, variables, 1)["accuracy"]
-    model, variables, converted = spiking_network(config, model, variables, ds)
-    extra.update(converted)
-    t1 = run_eval(model, variables, 1)
-    spiking = model.activation == "spike"
-    t1_noisy = t1
-    if spiking and model.noise.kind != "none":
-        t1_noisy = run_eval(model, variables, 1, sample_noise_key=jax.random.key(config.seed + 1))
-    example = ds.test_examples(np.arange(1))[0]
-    eval_model, eval_vars = (fold_batchnorm(model, variables, example) if fold_bn
-                             else (model, variables))
-    accuracy, rates, ops = [], {}, {}
-    pixels = max(1024, int(np.prod(ds.input_shape[:-1])))
-    probe_size = max(1, min(100, ds.num_test, OPS_PROBE_BUDGET // (min(timesteps) * pixels)))
-    probe = ds.test_examples(np.arange(probe_size))[0] if spiking else None
-    for T in timesteps:
-        t0 = time.perf_counter()
-        r = run_eval(eval_model, eval_vars, T)
-        log(f"T={T}: accuracy {100 * r['accuracy']:.2f}% on {ds.num_test} test images "
-            f"({time.perf_counter() - t0:.1f}s)")
-        accuracy.append(r["accuracy"])
-        rates[str(T)] = r["firing_rates"]
-        if spiking:  # on at most 100 test images, fewer for large images and T (it runs unjitted)
-            rows = max(1, min(len(probe), OPS_PROBE_BUDGET // (T * pixels)))
-            ops[str(T)] = count_ops(eval_model, eval_vars, probe[:rows], T)
-    return {
-        "dataset": config.dataset.name, "model": config.model.name, "method": config.method,
-        "activation": model.activation, "noise": config.noise.to_dict(),
-        "num_test": int(ds.num_test), "timesteps": list(timesteps), "accuracy": accuracy,
-        "t1_accuracy": t1["accuracy"], "t1_noisy_accuracy": t1_noisy["accuracy"],
-        "firing_rates": rates, "ops": ops, "bn_folded": bool(fold_bn), "workdir": workdir, **extra,
-        "provenance": provenance(step),
-    }
-
-
-def spiking_network(config: Any, model: Any, variables: Variables, ds: Any) -> tuple[Any, Variables, dict[str, Any]]:
-    """The spiking network of a trained run: the model itself, or for the ``convert`` and ``qcfs``
-    baselines the ANN converted (``baselines.ann_to_snn``; ``convert`` sets its thresholds from
-    training batches). Returns ``(model, variables, {"thresholds": ...} where set)``."""
-    if config.method not in ("convert", "qcfs"):
-        return model, variables, {}
-    extra: dict[str, Any] = {}
-    thresholds = None
-    if config.method == "convert":
-        batches = [ds.train_batch(config.train.batch_size, config.seed, i)[0] for i in range(config.convert.num_batches)]
-        thresholds = baselines.activation_statistics(model, variables, batches, config.convert.percentile)
-        extra["thresholds"] = thresholds
-    v_init = config.convert.v_init if config.method == "convert" else 0.5
-    model, variables = baselines.ann_to_snn(model, variables, thresholds, v_init)
-    return model, variables, extra
-
-
-def early_exit_run(workdir: str, rule: Any, max_timesteps: int | None = None, *, data_dir: str | None = None,
-                   log=print) -> dict[str, Any]:
-    """Per-sample early exit (:mod:`noisesnn_jax.early_exit`) of a trained workdir's folded spiking
-    network over its test split, against the fixed ``max_timesteps`` run (default: the config's
-    largest ``eval.timesteps``)."""
-    from noisesnn_jax.early_exit import evaluate_early_exit
-
-    config, model, variables, ds, step = restore_run(workdir, log, data_dir)
-    model, variables, _ = spiking_network(config, model, variables, ds)
-    x, y = ds.test_examples(np.arange(ds.num_test))
-    model, variables = fold_batchnorm(model, variables, x[:8])
-    T = int(max_timesteps or max(config.eval.timesteps))
-    result = evaluate_early_exit(model, variables, x, y, T, rule, batch_size=config.eval.batch_size)
-    return {"dataset": config.dataset.name, "model": config.model.name, "workdir": workdir, **result,
-            "provenance": provenance(step)}
-
-
-def provenance(step: int) -> dict[str, Any]:
-    """What produced a result: the checkpoint step, versions, backend, date."""
-    import datetime
-
-    from noisesnn_jax import __version__
-    return {"checkpoint_step": int(step), "noisesnn_jax": __version__, "jax": jax.__version__,
-            "backend": jax.default_backend(), "devices": jax.device_count(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-

@@ -31,7 +31,7 @@ STATE_COLLECTION = "neuron_state"
 
 READOUT_COLLECTION = "readout"
 
-# The graph trace of :mod:`noisesnn_jax.export`: while one is active, the functions below report
+# The graph trace of :mod:`noisesnn_jax.interop.export`: while one is active, the functions below report
 # each call (operation, inputs, output, attributes), so that the exporter sees the operations
 # between modules (pooling, flattening, additions) as well as the modules themselves.
 _TRACE: contextvars.ContextVar[list | None] = contextvars.ContextVar("noisesnn_graph_trace", default=None)

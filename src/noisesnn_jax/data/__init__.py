@@ -1,5 +1,5 @@
 """Datasets behind one interface: embedded offline ones (``digits``, ``mnist5k``), ``npz``, ``fake``
-and the TFDS ones (:mod:`noisesnn_jax.tfds_data`: ``cifar10``, ``cifar100``, ``mnist``,
+and the TFDS ones (:mod:`noisesnn_jax.data.tfds`: ``cifar10``, ``cifar100``, ``mnist``,
 ``fashion_mnist``, ``imagenet2012``).
 
 The interface the training loop and evaluation use is the :class:`Dataset` protocol. Examples
@@ -27,8 +27,8 @@ from typing import Protocol
 
 import numpy as np
 
-from noisesnn_jax import tfds_data
-from noisesnn_jax.batching import batch_indices, epoch_permutation, steps_per_epoch
+from noisesnn_jax.data import tfds as tfds_data
+from noisesnn_jax.data.batching import batch_indices, epoch_permutation, steps_per_epoch
 from noisesnn_jax.errors import DataError
 
 __all__ = ["ArrayDataset", "Dataset", "FakeDataset", "batch_indices", "dataset_from_config", "epoch_permutation",
@@ -52,7 +52,7 @@ class Dataset(Protocol):
     def train_batch(self, batch_size: int, seed: int, step: int,
                     rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``rows`` of the training batch of global step ``step``: a function of
-        ``(seed, step)`` only, augmentation included (see :mod:`noisesnn_jax.batching`)."""
+        ``(seed, step)`` only, augmentation included (see :mod:`noisesnn_jax.data.batching`)."""
         ...
 
     def test_examples(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -30,7 +30,7 @@ Export traces the batch-norm-folded network once at T=1 and records the modules 
 built from those. Anything else (max pooling, a ReLU, an operation the trace does not see) is an
 :class:`~noisesnn_jax.errors.ExportError` that names the layer. The exported graph is re-imported
 and checked against the model before it is returned. Import (:func:`from_nir`, the
-:class:`NIRNetwork` it builds) lives in :mod:`noisesnn_jax.nir_import` and is re-exported here.
+:class:`NIRNetwork` it builds) lives in :mod:`noisesnn_jax.interop.nir_import` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import numpy as np
 
 from noisesnn_jax import layers
 from noisesnn_jax.errors import ExportError
-from noisesnn_jax.nir_import import NEURON_NODES, SUPPORTED_NODES, GraphNode, NIRNetwork, _nir, from_nir
+from noisesnn_jax.interop.nir_import import NEURON_NODES, SUPPORTED_NODES, GraphNode, NIRNetwork, _nir, from_nir
 
 __all__ = ["GraphNode", "NEURON_NODES", "NIRNetwork", "SUPPORTED_NODES", "from_nir", "to_nir", "write"]
 
@@ -408,6 +408,6 @@ def _verify(model: Any, variables: Variables, example: np.ndarray, graph: Any, t
 def write(graph: Any, path: str) -> int:
     """Write ``graph`` to ``path`` (HDF5, ``nir.write``) atomically: a failed write leaves no file.
     Returns its size in bytes."""
-    from noisesnn_jax.export import write_atomic
+    from noisesnn_jax.interop.export import write_atomic
     nir = _nir()
     return write_atomic(path, lambda tmp: nir.write(tmp, graph))

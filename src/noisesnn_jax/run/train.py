@@ -24,13 +24,13 @@ import ml_collections
 import numpy as np
 import optax
 
-from noisesnn_jax import config as config_lib
 from noisesnn_jax import parallel
-from noisesnn_jax.checkpoint import check_compatible, open_manager, restore_checkpoint, save_checkpoint, schedule_changes
 from noisesnn_jax.data import Dataset, dataset_from_config, steps_per_epoch
 from noisesnn_jax.errors import CheckpointError, ConfigError
 from noisesnn_jax.evaluate import evaluate_dataset
-from noisesnn_jax.state import TrainState, build_model, create_state, make_optimizer, variables_of
+from noisesnn_jax.run import config as config_lib
+from noisesnn_jax.run.checkpoint import check_compatible, open_manager, restore_checkpoint, save_checkpoint, schedule_changes
+from noisesnn_jax.run.state import TrainState, build_model, create_state, make_optimizer, variables_of
 
 Array = jax.Array
 Variables = dict[str, Any]
@@ -80,8 +80,8 @@ def _write_jsonl(path: str, record: dict[str, Any]) -> None:
 
 def _init_from(state: TrainState, model: Any, input_shape: tuple[int, ...], source: str, log) -> TrainState:
     """``state`` with the params and batch_stats of the newest checkpoint of workdir ``source``."""
-    from noisesnn_jax.checkpoint import restore_variables
-    from noisesnn_jax.state import variable_shapes
+    from noisesnn_jax.run.checkpoint import restore_variables
+    from noisesnn_jax.run.state import variable_shapes
 
     if not os.path.isdir(os.path.join(source, "checkpoints")):
         raise ConfigError(f"config.train.init_from={source!r} has no checkpoints; give a trained workdir")

@@ -67,9 +67,22 @@ def plot_accuracy(results: list[dict[str, Any]], path: str, names: list[str] | N
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120)
+    from noisesnn_jax.interop.export import write_atomic
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format=os.path.splitext(path)[1][1:] or "png"))
     plt.close(fig)
+
+
+def write_json(path: str, result: dict) -> None:
+    """Write ``result`` to ``path`` atomically: a failed write (disk full, permission) leaves no
+    half-written file, and a previous file there untouched."""
+    import numpy as np
+
+    from noisesnn_jax.interop.export import write_atomic
+
+    def dump(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(result, f, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
+    write_atomic(path, dump)
 
 
 def init_distributed(args: argparse.Namespace) -> None:
@@ -96,8 +109,8 @@ def init_distributed(args: argparse.Namespace) -> None:
 
 def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     init_distributed(args)
-    from noisesnn_jax import config as config_lib
-    from noisesnn_jax.train import train_and_evaluate
+    from noisesnn_jax.run import config as config_lib
+    from noisesnn_jax.run.train import train_and_evaluate
     config = config_lib.load_config(args.config) if args.config else config_lib.get_config()
     config_lib.apply_overrides(config, extra)
     config_lib.validate(config)
@@ -114,7 +127,7 @@ def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
 
     if args.early_exit:
         return _early_exit(args)
-    from noisesnn_jax.evaluate import evaluate_run
+    from noisesnn_jax.run.workdir import evaluate_run
     result = evaluate_run(args.workdir, args.timesteps, fold_bn=not args.no_fold_bn,
                           log=lambda m: print(m, file=sys.stderr), data_dir=args.data_dir)
     if jax.process_index() != 0:  # every process evaluates its rows; process 0 reports
@@ -143,19 +156,16 @@ def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
     print(f"checkpoint step {result['provenance']['checkpoint_step']}, noisesnn-jax "
           f"{result['provenance']['noisesnn_jax']}, jax {result['provenance']['jax']}")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.json, result)
     if args.plot:
         plot_accuracy([result], args.plot, [os.path.basename(os.path.normpath(args.workdir))])
     return 0
 
 
 def _early_exit(args: argparse.Namespace) -> int:
-    import numpy as np
 
     from noisesnn_jax.early_exit import ExitRule
-    from noisesnn_jax.evaluate import early_exit_run
+    from noisesnn_jax.run.workdir import early_exit_run
     rule = ExitRule.parse(args.early_exit)
     r = early_exit_run(args.workdir, rule, max(args.timesteps) if args.timesteps else None, data_dir=args.data_dir,
                        log=lambda m: print(m, file=sys.stderr))
@@ -171,14 +181,12 @@ def _early_exit(args: argparse.Namespace) -> int:
           f"{r['wall_seconds'] / r['fixed_wall_seconds']:.2f}x fixed T (SOPs exclude the first layer's "
           f"{r['first_layer_macs']:.4g} MACs, paid once by both)")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(r, f, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
+        write_json(args.json, r)
     return 0
 
 
 def _cmd_config(args: argparse.Namespace, extra: list[str]) -> int:
-    from noisesnn_jax import config as config_lib
+    from noisesnn_jax.run import config as config_lib
     config = config_lib.load_config(args.config) if args.config else config_lib.get_config()
     config_lib.apply_overrides(config, extra)
     print(config_lib.validate(config))
@@ -188,7 +196,7 @@ def _cmd_config(args: argparse.Namespace, extra: list[str]) -> int:
 def _cmd_prepare(args: argparse.Namespace, extra: list[str]) -> int:
     if extra:
         raise NoiseSNNError(f"prepare takes no config overrides (got {extra[0]!r})")
-    from noisesnn_jax.tfds_data import prepare_idx
+    from noisesnn_jax.data.tfds import prepare_idx
     path = prepare_idx(args.dataset, args.data_dir, args.source_dir)
     print(f"{args.dataset} is prepared in {path}")
     return 0
@@ -197,7 +205,7 @@ def _cmd_prepare(args: argparse.Namespace, extra: list[str]) -> int:
 def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     if extra:
         raise NoiseSNNError(f"export takes no config overrides (got {extra[0]!r}); it uses the workdir's saved config")
-    from noisesnn_jax.export import export_run
+    from noisesnn_jax.run.workdir import export_run
     platforms = tuple(p for p in args.platforms.split(",") if p) if args.platforms else None
     result = export_run(args.workdir, args.format, args.timesteps, args.out, data_dir=args.data_dir,
                         platforms=platforms, log=lambda m: print(m, file=sys.stderr))
@@ -277,8 +285,13 @@ def main(argv: list[str] | None = None) -> int:
     except (NoiseSNNError, FloatingPointError) as e:
         print(f"noisesnn {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a failing write: disk full, permissions, a path through a file
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"noisesnn {args.command}: error: {e.strerror or e}{where}; free disk space or fix the path and its "
+              f"permissions, then re-run (files already written, checkpoints included, are intact)", file=sys.stderr)
+        return 1
     except Exception as e:
-        from noisesnn_jax.train import TrainingInterrupted
+        from noisesnn_jax.run.train import TrainingInterrupted
         if not isinstance(e, TrainingInterrupted):
             raise
         print(f"noisesnn {args.command}: {e}", file=sys.stderr)

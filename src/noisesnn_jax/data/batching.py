@@ -2,7 +2,7 @@
 
 A function of ``(number of examples, seed, k)`` only, so a resumed run, and a run on any number of
 processes, sees the same batches. Shared by every dataset (:mod:`noisesnn_jax.data`,
-:mod:`noisesnn_jax.tfds_data`).
+:mod:`noisesnn_jax.data.tfds`).
 """
 
 from __future__ import annotations

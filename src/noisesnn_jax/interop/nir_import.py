@@ -1,5 +1,5 @@
 """NIR import: a Flax model that follows the model contract, built from a NIR graph
-(:func:`from_nir`; the mapping of NIR's semantics onto this library's is in :mod:`noisesnn_jax.nir`)."""
+(:func:`from_nir`; the mapping of NIR's semantics onto this library's is in :mod:`noisesnn_jax.interop.nir`)."""
 
 from __future__ import annotations
 

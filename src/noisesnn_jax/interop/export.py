@@ -1,4 +1,4 @@
-"""Deployment: a trained network as a NIR graph (:mod:`noisesnn_jax.nir`) or as a serialized
+"""Deployment: a trained network as a NIR graph (:mod:`noisesnn_jax.interop.nir`) or as a serialized
 StableHLO inference function (``jax.export``), from Python or ``noisesnn export``.
 
 The StableHLO artifact is the jitted multi-step inference ``images [b, ...] -> logits [b, K]``
@@ -88,43 +88,3 @@ def write_atomic(path: str, write: Callable[[str], None]) -> int:
         if os.path.exists(tmp):
             os.remove(tmp)
     return os.path.getsize(path)
-
-
-def export_run(workdir: str, fmt: str, timesteps: int, out: str, *, data_dir: str | None = None,
-               platforms: Sequence[str] | None = None, log=print) -> dict[str, Any]:
-    """Export the spiking network of a training workdir (the latest checkpoint) to ``out``.
-
-    ``fmt`` is ``nir`` (the graph, with ``timesteps`` in its metadata) or ``stablehlo`` (the
-    inference function at ``timesteps``). The ``convert``/``qcfs`` baselines are converted to
-    their spiking network first. Returns what was written.
-
-    Raises:
-      ExportError: an unknown format, a network that cannot be expressed (the layer named);
-      CheckpointError: a workdir without a checkpoint. Nothing is written then.
-    """
-    from noisesnn_jax import nir as nir_lib
-    from noisesnn_jax.checkpoint import restore_run
-    from noisesnn_jax.evaluate import spiking_network
-
-    if fmt not in FORMATS:
-        raise ExportError(f"format {fmt!r} is unknown; choose one of {list(FORMATS)}")
-    if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps < 1:
-        raise ExportError(f"timesteps={timesteps!r} is invalid; it must be an integer >= 1")
-    config, model, variables, ds, step = restore_run(workdir, log, data_dir)
-    model, variables, _ = spiking_network(config, model, variables, ds)
-    example = np.asarray(ds.test_examples(np.arange(min(8, ds.num_test)))[0], np.float32)
-    if fmt == "nir":
-        graph = nir_lib.to_nir(model, variables, example, timesteps=timesteps)
-        size = nir_lib.write(graph, out)
-        detail = {"nodes": len(graph.nodes), "edges": len(graph.edges)}
-    else:
-        data = serialize(stablehlo(model, variables, example, timesteps, platforms=platforms))
-
-        def dump(tmp: str) -> None:
-            with open(tmp, "wb") as f:
-                f.write(data)
-
-        size = write_atomic(out, dump)
-        detail = {"input_shape": ["b", *example.shape[1:]]}
-    return {"format": fmt, "path": out, "bytes": size, "timesteps": timesteps, "checkpoint_step": int(step),
-            "model": config.model.name, "dataset": config.dataset.name, **detail}

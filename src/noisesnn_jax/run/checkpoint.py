@@ -12,10 +12,10 @@ import jax.numpy as jnp
 import ml_collections
 from flax import serialization
 
-from noisesnn_jax import config as config_lib
 from noisesnn_jax.data import Dataset, dataset_from_config, default_image_size, steps_per_epoch
 from noisesnn_jax.errors import CheckpointError, ConfigError
-from noisesnn_jax.state import TrainState, build_model, learning_rate_schedule, variable_shapes
+from noisesnn_jax.run import config as config_lib
+from noisesnn_jax.run.state import TrainState, build_model, learning_rate_schedule, variable_shapes
 
 Array = jax.Array
 Variables = dict[str, Any]

@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from noisesnn_jax.batching import batch_indices
+from noisesnn_jax.data.batching import batch_indices
 from noisesnn_jax.errors import DataError
 
 
@@ -261,7 +261,7 @@ class TFDSDataset:
             raise DataError(f"augment={augment!r} is invalid for dataset {name!r}; choose one of {allowed} "
                             f"(or leave it empty for the dataset's default, {spec.augment!r})")
         self.augment = augment or spec.augment
-        if not (isinstance(validation, int) and 0 <= validation < len(train_source)):
+        if not (isinstance(validation, int) and (validation == 0 or 0 < validation < len(train_source))):
             raise DataError(f"validation={validation!r} is invalid for dataset {name!r}: hold out between 0 and "
                             f"{len(train_source) - 1} of its {len(train_source)} training examples")
         # The last ``validation`` training examples are held out: the evaluation split of runs that
