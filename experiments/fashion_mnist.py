@@ -86,18 +86,61 @@ def run_dir(args, method: str, seed: int, epochs: int) -> str:
     return os.path.join(args.workdir, method, f"seed{seed}" if not epochs else f"epochs{epochs}")
 
 
-def run_one(method: str, seed: int, epochs: int, args) -> dict:
-    """Train (or resume) one run, evaluate it, and cache the result in its workdir."""
-    workdir = run_dir(args, method, seed, epochs)
+def identity(config: dict) -> str:
+    """What makes two runs the same run: the resolved config, less where the data and a
+    fine-tune's source live on this machine."""
+    c = json.loads(json.dumps(config))
+    c.get("dataset", {}).pop("data_dir", None)
+    if c.get("train", {}).get("init_from"):
+        c["train"]["init_from"] = os.path.basename(os.path.normpath(c["train"]["init_from"]))
+    return json.dumps(c, sort_keys=True)
+
+
+def cached_result(workdir: str, config, recorded: str, **key) -> dict | None:
+    """The finished result of a run: its workdir's ``result.json``, or else the same run (``key``
+    and the same :func:`identity` of ``config``) recorded in the results file ``recorded``, which is
+    committed with the repository: a fresh machine skips the runs whose results it holds."""
     done = os.path.join(workdir, "result.json")
     if os.path.exists(done):
         with open(done) as f:
             return json.load(f)
-    label, overrides, train_t = METHODS[method]
+    if not os.path.exists(recorded):
+        return None
+    with open(recorded) as f:
+        runs = json.load(f).get("runs", [])
+    want = identity(json.loads(config_lib.to_json(config)))
+    for r in runs:
+        if all(r.get(k) == v for k, v in key.items()) and "config" in r and identity(r["config"]) == want:
+            os.makedirs(workdir, exist_ok=True)
+            _dump(r, done)
+            return r
+    return None
+
+
+def run_config(method: str, seed: int, epochs: int, args):
+    """The validated config of one planned run."""
     config = config_lib.load_config(args.config)
-    config_lib.apply_overrides(config, overrides + [f"--config.seed={seed}"] + args.extra
+    config_lib.apply_overrides(config, METHODS[method][1] + [f"--config.seed={seed}"] + args.extra
                                + ([f"--config.train.epochs={epochs}"] if epochs else []))
-    config_lib.validate(config)
+    return config_lib.validate(config)
+
+
+def restore_recorded(args, todo) -> None:
+    """Put the results that ``--out``'s ``fashion_mnist.json`` records for planned runs into their
+    workdirs (before any run rewrites that file), so they are not trained again."""
+    for method, seed, epochs in todo:
+        cached_result(run_dir(args, method, seed, epochs), run_config(method, seed, epochs, args),
+                      os.path.join(args.out, "fashion_mnist.json"), method=method, seed=seed, budget_run=bool(epochs))
+
+
+def run_one(method: str, seed: int, epochs: int, args) -> dict:
+    """Train (or resume) one run, evaluate it, and cache the result in its workdir."""
+    workdir = run_dir(args, method, seed, epochs)
+    if os.path.exists(os.path.join(workdir, "result.json")):
+        with open(os.path.join(workdir, "result.json")) as f:
+            return json.load(f)
+    label, overrides, train_t = METHODS[method]
+    config = run_config(method, seed, epochs, args)
     print(f"== {label}, seed {seed}, {config.train.epochs} epochs: {workdir}", flush=True)
     train_and_evaluate(config, workdir, progress=False, log=lambda m: print("   " + m, flush=True))
     config, model, variables, ds = load_run(workdir, log=lambda m: None)
@@ -105,7 +148,7 @@ def run_one(method: str, seed: int, epochs: int, args) -> dict:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         logged = [json.loads(line) for line in f]
     result = {"method": method, "label": label, "seed": seed, "epochs": config.train.epochs,
-              "budget_run": bool(epochs),
+              "budget_run": bool(epochs), "config": json.loads(config_lib.to_json(config)),
               "epoch_seconds": statistics.median([e["epoch_seconds"] for e in logged[1:]] or
                                                  [logged[0]["epoch_seconds"]]),
               "train_step_temp_mib": train_step_memory(config, ds, train_t), "curves": {}}
@@ -132,7 +175,7 @@ def run_one(method: str, seed: int, epochs: int, args) -> dict:
                 model, variables, ds, sample_noise_key=jax.random.key(seed + 1))["accuracy"]
         print(f"   evaluating at T = {list(args.timesteps)}", flush=True)
         result["curves"][label] = curve(model, variables)
-    _dump(result, done)
+    _dump(result, os.path.join(workdir, "result.json"))
     return result
 
 
@@ -367,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     todo = plan(args.seeds, only, not args.no_budget)
     try:
+        if not args.worker:
+            restore_recorded(args, todo)
         # the side-by-side cost first, on a quiet machine: the runs follow (the equal-cost table needs it)
         cost = None if args.worker or args.no_budget else training_cost(args)
         if args.jobs > 1:
