@@ -340,12 +340,7 @@ def plot(summary: dict, path: str) -> None:
     if ann:
         ax.axhline(100 * ann["mean"], ls="--", color="gray", label="ReLU ANN")
     ax.set_xscale("log", base=2)
-    ax.set_ylim(80, 95)
-    ax.set_xlabel("time steps T")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Fashion-MNIST: accuracy against T")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _axes(ax, "time steps T", "test accuracy (%)", "Fashion-MNIST: accuracy against T")
     by_method: dict[str, list] = {}
     for p in summary.get("equal_cost", []):
         if p["train_seconds"] and "T=4" in p:
@@ -353,16 +348,21 @@ def plot(summary: dict, path: str) -> None:
     for label, pts in by_method.items():
         pts.sort()
         bx.plot(*zip(*pts), marker="o", label=label, lw=2.5 if "ours" in label else 1.2)
-    bx.set_ylim(80, 95)
-    bx.set_xlabel("training time on 2 CPU cores (min, side-by-side epoch cost x epochs)")
-    bx.set_ylabel("test accuracy at T=4 (%)")
-    bx.set_title("Equal cost (seed 0)")
-    bx.grid(alpha=0.3)
-    bx.legend(fontsize=7)
+    _axes(bx, "training time on 2 CPU cores (min, side-by-side epoch cost x epochs)", "test accuracy at T=4 (%)",
+          "Equal cost (seed 0)")
     fig.tight_layout()
     fig.savefig(path + ".tmp.png", dpi=120)
     os.replace(path + ".tmp.png", path)
     plt.close(fig)
+
+
+def _axes(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_ylim(80, 95)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def write(args, todo, cost: dict | None = None) -> None:
