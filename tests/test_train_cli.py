@@ -23,7 +23,8 @@ def _params(workdir):
 
 
 def test_train_learns_and_resume_is_exact(tiny_config, tmp_path):
-    """A run stopped mid-epoch and resumed ends with the same parameters as an uninterrupted one."""
+    """A run stopped mid-epoch and resumed ends with the same parameters, bit for bit, as an
+    uninterrupted one, and so does a second run of the same config and seed."""
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     last = train_and_evaluate(tiny_config, a, progress=False, log=lambda m: None)
     assert last["epoch"] == 2 and last["test_accuracy_t1"] > 0.6  # 10 classes: chance is 0.1
@@ -34,8 +35,13 @@ def test_train_learns_and_resume_is_exact(tiny_config, tmp_path):
     assert _params_step(b) == 50
     train_and_evaluate(tiny_config, b, progress=False, log=lambda m: None)
     va, vb = _params(a), _params(b)
-    for x, y in zip(jax.tree_util.tree_leaves(va), jax.tree_util.tree_leaves(vb)):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
+    for x, y in zip(jax.tree_util.tree_leaves(va), jax.tree_util.tree_leaves(vb)):  # bit for bit
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # the same config and seed, run again from scratch: the same bits (docs/faults.md)
+    c = str(tmp_path / "c")
+    train_and_evaluate(tiny_config, c, progress=False, log=lambda m: None)
+    for x, y in zip(jax.tree_util.tree_leaves(va), jax.tree_util.tree_leaves(_params(c))):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def _params_step(workdir):
