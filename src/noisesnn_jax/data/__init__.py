@@ -40,12 +40,24 @@ DATASETS = IN_MEMORY + TFDS_DATASETS
 
 
 class Dataset(Protocol):
-    """What training and evaluation read of a dataset (in memory, TFDS or fake)."""
+    """What training and evaluation read of a dataset (in memory, TFDS or fake): everything the
+    runners use (``train_and_evaluate``, ``evaluate_dataset``, ``accuracy_curve``, ``evaluate_run``,
+    early exit and export). A user's own dataset provides these and works with all of them.
+
+    Attributes:
+      name: the dataset's name (logs and results).
+      num_classes: ``K``, the number of labels ``0..K-1``.
+      input_shape: one example, e.g. ``(28, 28, 1)`` or ``(64,)``.
+      is_image: examples are channels-last images ``[H, W, C]`` (else flat features).
+      num_train: training examples that ``train_batch`` draws from.
+      num_test: evaluation examples: ``test_examples`` takes indices ``0..num_test-1`` (the test
+        split, or the held-out validation examples).
+    """
 
     name: str
     num_classes: int
-    input_shape: tuple[int, ...]  # one example, e.g. (28, 28, 1) or (64,)
-    is_image: bool  # channels-last images [H, W, C] (else flat features)
+    input_shape: tuple[int, ...]
+    is_image: bool
     num_train: int
     num_test: int
 
@@ -56,7 +68,8 @@ class Dataset(Protocol):
         ...
 
     def test_examples(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Test examples and labels at ``indices``."""
+        """Evaluation examples ``[N, ...]`` float32 (standardized, unaugmented) and labels ``[N]``
+        at ``indices`` (each in ``0..num_test-1``)."""
         ...
 
 
