@@ -106,12 +106,14 @@ def step_logits(model: Any, variables: Variables, images: Array, timesteps: int)
 
 def accuracy_curve(model: Any, variables: Variables, ds: Any, timesteps: Sequence[int],
                    batch_size: int = 500, max_rows: int = 8192) -> list[float]:
-    """Test accuracy at every ``T`` in ``timesteps`` from one multi-step run of ``max(timesteps)``
-    steps over ``ds.test_examples(range(ds.num_test))`` (``ds`` follows
-    :class:`noisesnn_jax.data.Dataset`; only ``num_test`` and ``test_examples`` are read): the
-    prediction at ``T = t`` is the argmax of the first ``t`` steps' summed logits. ``T = 1`` here is the multi-step network run for one step, which for the
-    IF neuron is the deterministic T=1 network. Costs one run of the longest ``T`` instead of one
-    run per ``T``."""
+    """Test accuracy at every ``T`` in ``timesteps`` from one multi-step run of ``max(timesteps)``.
+
+    The run goes over ``ds.test_examples(range(ds.num_test))`` (``ds`` follows
+    :class:`noisesnn_jax.data.Dataset`; only ``num_test`` and ``test_examples`` are read). The
+    prediction at ``T = t`` is the argmax of the first ``t`` steps' summed logits; ``T = 1`` is
+    the multi-step network run for one step, which for the IF neuron is the deterministic T=1
+    network. Costs one run of the longest ``T`` instead of one run per ``T``.
+    """
     if not len(timesteps):
         raise ValueError("timesteps=[] is invalid; pass the T to evaluate, e.g. (1, 2, 4, 8)")
     ts = np.asarray(sorted(set(check_timesteps(t, "timesteps entry") for t in timesteps)))
