@@ -252,7 +252,7 @@ class TFDSDataset:
 
     is_image = True
 
-    def __init__(self, name: str, spec: Spec, train_source, test_source, image_size: int = 0,
+    def __init__(self, name: str, spec: Spec, train_source, test_source, *, image_size: int = 0,
                  workers: int = 0, encoded: bool = False, validation: int = 0, augment: str = "") -> None:
         self.name = name
         self.spec = spec
