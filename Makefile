@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test lint clean bench install-peers reproduce reproduce-quick reproduce-fashion-mnist \
+.PHONY: install demo test test-fast lint clean bench install-peers reproduce reproduce-quick reproduce-fashion-mnist \
 	prepare prepare-imagenet train-cifar10 train-cifar100 train-imagenet
 
 # TFDS datasets: where they live (read without TensorFlow). DIST_FLAGS: the multi-process flags
@@ -32,6 +32,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
+
+## The tests without the multi-process and long end-to-end ones (marked slow)
+test-fast: install
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" tests
 
 ## Speed benchmarks (ours, and peer libraries where installed): benchmarks/results/results.{json,md}
 bench: install

@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 SCRIPT = textwrap.dedent("""
     import functools, jax, jax.numpy as jnp, numpy as np, optax
@@ -106,6 +107,7 @@ def test_training_loop_on_8_devices_matches_one(tmp_path):
     assert np.median(diff) < 1e-4 and diff.max() < 0.02, (np.median(diff), diff.max())
 
 
+@pytest.mark.slow  # multi-process or long end-to-end: make test runs it, make test-fast skips it
 def test_two_processes_match_one_process(tmp_path, train_processes):
     """Two processes on 127.0.0.1 (jax.distributed.initialize, gloo), one device each, train on the
     same global batches as one process with two devices and reach the same parameters (rtol 1e-5)."""
@@ -119,6 +121,7 @@ def test_two_processes_match_one_process(tmp_path, train_processes):
     train_processes.assert_same_params(two, one, ("dense0", "readout"))
 
 
+@pytest.mark.slow  # multi-process or long end-to-end: make test runs it, make test-fast skips it
 def test_sigterm_on_one_of_two_processes_stops_both_and_resumes_exactly(tmp_path, train_processes):
     """Preemption that reaches one host only: both processes stop together at the next sync point
     with a checkpoint (exit 143), and re-running both ends where an uninterrupted run ends."""

@@ -163,6 +163,7 @@ def test_missing_dataset_names_where_it_looked_and_the_fix(tmp_path, monkeypatch
     assert "error: dataset 'cifar10' is not prepared" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # multi-process or long end-to-end: make test runs it, make test-fast skips it
 def test_resnet18_trains_and_evaluates_at_t4_on_imagenet_layout(imagenet_dir, tmp_path):
     """One ResNet-18 (ImageNet stem) training step at 32x32 on the real pipeline, a checkpoint,
     then the evaluation command at T=1 and T=4 over the validation split."""
@@ -200,6 +201,7 @@ def test_damaged_dataset_files_are_one_clear_error(imagenet_dir, tmp_path):
         ds.train_batch(8, seed=0, step=0)
 
 
+@pytest.mark.slow  # multi-process or long end-to-end: make test runs it, make test-fast skips it
 def test_two_processes_each_read_their_rows_and_match_one_process(imagenet_dir, tmp_path, train_processes):
     """Two processes on 127.0.0.1 (one device each) each load only their half of every global batch
     from the TFDS dataset and train to the same parameters as one process with two devices."""

@@ -161,6 +161,7 @@ def test_cli_corrupt_checkpoint_subprocess(tiny_config, tmp_path):
     assert "can be restored into this run" in last and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # multi-process or long end-to-end: make test runs it, make test-fast skips it
 def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path, train_processes):
     """SIGTERM mid-training: a checkpoint is saved, exit code 143; re-running ends with the same
     parameters as a run that was never interrupted."""
