@@ -3,24 +3,32 @@ percentile), and a ReLU or QCFS ANN rebuilt as a multi-step IF network."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from noisesnn_jax.contract import Array, SpikingModel, Variables
 from noisesnn_jax.spikes import Noise
 
-Array = jax.Array
-Variables = dict[str, Any]
 
-
-def activation_statistics(model: Any, variables: Variables, batches: list[np.ndarray],
+def activation_statistics(model: SpikingModel, variables: Variables, batches: list[np.ndarray],
                           percentile: float = 99.9) -> dict[str, float]:
     """Per-layer threshold from ANN activations: the ``percentile`` of each ``act{i}`` output.
 
     ``percentile=100`` is max-norm threshold balancing; 99.9 is the robust variant (SpikingJelly's
     ``ann2snn`` Max / 99.9%). Inference mode, over all elements of all ``batches``.
+
+    Args:
+      model: the ANN (a zoo model with ``activation="relu"``), its activations named ``act{i}``.
+      variables: its trained variables.
+      batches: input batches ``[B, ...]``.
+      percentile: the percentile of each layer's activations, in ``(0, 100]``.
+
+    Returns:
+      ``{"act{i}": threshold}``, each at least ``1e-3``.
+
+    Raises:
+      ValueError: ``percentile`` is not in ``(0, 100]``.
     """
     from noisesnn_jax.layers import Activation
 
@@ -45,15 +53,30 @@ def activation_statistics(model: Any, variables: Variables, batches: list[np.nda
     return out
 
 
-def ann_to_snn(model: Any, variables: Variables, thresholds: dict[str, float] | None = None,
-               v_init: float = 0.0) -> tuple[Any, Variables]:
+def ann_to_snn(model: SpikingModel, variables: Variables, thresholds: dict[str, float] | None = None,
+               v_init: float = 0.0) -> tuple[SpikingModel, Variables]:
     """A ReLU or QCFS ANN as a multi-step IF network with per-layer thresholds (no retraining).
 
     ReLU: ``thresholds`` from :func:`activation_statistics` (one per ``act{i}``). QCFS and a
     trainable clip: the trained ``lam`` is the threshold (a per-layer ``lam`` is broadcast to the
     channels). A fixed clip: the neuron's threshold. The neuron emits ``theta * s``, so its rate
-    approximates ``clip(a, 0, theta)`` without rescaling weights. ``v_init`` is in units of the
-    threshold (0, or 0.5 as in QCFS).
+    approximates ``clip(a, 0, theta)`` without rescaling weights.
+
+    Args:
+      model: a zoo model with ``activation`` ``relu``, ``qcfs`` or ``clip``.
+      variables: its trained variables.
+      thresholds: ``{"act{i}": theta}`` (:func:`activation_statistics`); required for ReLU,
+        unused otherwise.
+      v_init: the initial potential in units of the threshold (0, or 0.5 as in QCFS).
+
+    Returns:
+      ``(snn, variables)``: the model as a noiseless spiking network (``activation="spike"``,
+      noise kind ``none``) with per-channel ``threshold`` params (a fixed clip keeps the
+      neuron's threshold), to run with ``timesteps=T``.
+
+    Raises:
+      ValueError: a ReLU model without ``thresholds``, or another activation.
+      KeyError: an ``act{i}`` layer has no conv or dense layer feeding it among the parameters.
     """
 
     params = dict(variables["params"])

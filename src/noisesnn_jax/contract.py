@@ -26,9 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+#: A JAX array (``jax.Array``), the type of inputs, currents, spikes and logits.
 Array = jax.Array
-Variables = dict[str, Any]  # a model's variables: {"params": ..., "batch_stats": ...}
-# The keyword arguments every model takes (besides the input).
+#: A model's variables as Flax's ``init`` gives them, ``{"params": ..., "batch_stats": ...}``.
+Variables = dict[str, Any]
+#: The keyword arguments every model takes (besides the input).
 MODE_KEYWORDS = ("train", "timesteps", "sample_noise")
 
 
@@ -36,22 +38,40 @@ MODE_KEYWORDS = ("train", "timesteps", "sample_noise")
 class SpikingModel(Protocol):
     """``x [B, ...] -> logits [B, K]`` in two time modes with the same variables.
 
-    Keyword arguments:
-      train: training mode (batch norm uses and updates batch statistics; at ``T = 1`` the
-        noise is sampled from the ``noise`` RNG stream).
-      timesteps: ``T``; 1 is the single-step network, ``T > 1`` the multi-step network whose
-        logits are averaged over the ``T`` steps.
-      sample_noise: at ``T = 1`` outside training, sample the noise (``True``) or hold it at its
-        mean (``False``/``None``: the deterministic T=1 network).
+    A Flax module follows it when its ``__call__`` takes the keyword arguments ``train``,
+    ``timesteps`` and ``sample_noise`` (or ``**kwargs``), documented on ``__call__``;
+    :func:`check_model` checks that.
     """
 
     def __call__(self, x: Array, *, train: bool = False, timesteps: int = 1,
                  sample_noise: bool | None = None) -> Array:
+        """Logits of a batch.
+
+        Args:
+          x: the input batch ``[B, ...]`` (images ``[B, H, W, C]``).
+          train: training mode (batch norm uses and updates batch statistics; at ``T = 1`` the
+            noise is sampled from the ``noise`` RNG stream).
+          timesteps: ``T``; 1 is the single-step network, ``T > 1`` the multi-step network whose
+            logits are averaged over the ``T`` steps.
+          sample_noise: at ``T = 1`` outside training, sample the noise (``True``) or hold it at
+            its mean (``False``/``None``: the deterministic T=1 network).
+
+        Returns:
+          Logits ``[B, K]``.
+        """
         ...
 
 
-def check_model(model: Any) -> None:
-    """Raise a ``TypeError`` naming what ``model`` lacks of :class:`SpikingModel`."""
+def check_model(model: object) -> None:
+    """Check that ``model`` follows :class:`SpikingModel`.
+
+    Args:
+      model: any object; a model is a Flax module whose ``__call__`` takes ``train``,
+        ``timesteps`` and ``sample_noise`` (or ``**kwargs``).
+
+    Raises:
+      TypeError: naming what ``model`` lacks.
+    """
     call = type(model).__call__ if callable(model) else None
     if call is None or not hasattr(model, "apply"):
         raise TypeError(f"{type(model).__name__} is not a Flax module with __call__; a model follows "
@@ -66,10 +86,23 @@ def check_model(model: Any) -> None:
                         f"SpikingModel): accept them and pass them on to the spiking layers")
 
 
-def check_logits(model: Any, logits: Any, batch: int, timesteps: int, note: str = "") -> None:
-    """Raise a ``ValueError`` unless ``logits`` is ``[batch, K]``: a model that loses the batch
-    or time axis (``[T*B, ...]`` averaged the wrong way) fails here instead of scoring garbage.
-    ``note`` says how the batch was checked (added to the message)."""
+def check_logits(model: SpikingModel, logits: Array | jax.ShapeDtypeStruct, batch: int, timesteps: int,
+                 note: str = "") -> None:
+    """Check that ``logits`` is ``[batch, K]``.
+
+    A model that loses the batch or time axis (a ``[T, B, ...]`` tensor flattened to
+    ``[T*B, ...]`` or averaged over the wrong axis) fails here instead of scoring garbage.
+
+    Args:
+      model: the model that returned ``logits`` (named in the message).
+      logits: its output, or its abstract shape (``jax.eval_shape``).
+      batch: ``B``, the batch it was given.
+      timesteps: ``T`` it ran at (named in the message).
+      note: how the batch was checked, added to the message.
+
+    Raises:
+      ValueError: ``logits`` is not 2-D with ``batch`` rows; the message names the fix.
+    """
     if len(logits.shape) != 2 or logits.shape[0] != batch:
         raise ValueError(f"{type(model).__name__} returned logits of shape {tuple(logits.shape)} for a batch of "
                          f"{batch} at timesteps={timesteps}{note}; a model returns [B, K]. In multi-step mode keep "
@@ -77,23 +110,45 @@ def check_logits(model: Any, logits: Any, batch: int, timesteps: int, note: str 
                          f"readout over time (layers.average_readout)")
 
 
-def check_timesteps(timesteps: Any, name: str = "timesteps") -> int:
-    """``timesteps`` as an ``int``; a ``ValueError`` unless it is an integer >= 1 (not a bool or float)."""
+def check_timesteps(timesteps: object, name: str = "timesteps") -> int:
+    """Check that ``timesteps`` is an integer >= 1 (not a bool or float).
+
+    Args:
+      timesteps: any value given as ``T``.
+      name: its name in the message.
+
+    Returns:
+      ``timesteps`` as an ``int``.
+
+    Raises:
+      ValueError: ``timesteps`` is not an integer >= 1.
+    """
     if isinstance(timesteps, (bool, np.bool_)) or not isinstance(timesteps, (int, np.integer)) or timesteps < 1:
         raise ValueError(f"{name}={timesteps!r} is invalid; it must be an integer >= 1 (the number of time steps)")
     return int(timesteps)
 
 
 def probe_batch(batch: int, timesteps: int) -> int:
-    """The batch size :func:`check_inputs` traces the model with: the user's own, unless it equals ``T``
-    (then one more), so that a batch axis can never pass for the time axis."""
+    """The batch size :func:`check_inputs` traces the model with.
+
+    The user's own, unless it equals ``T`` (then one more), so that a batch axis can never pass
+    for the time axis.
+
+    Args:
+      batch: the user's batch size.
+      timesteps: ``T``.
+
+    Returns:
+      ``batch + 1`` when ``batch == timesteps > 1``, else ``batch``.
+    """
     return batch + 1 if batch == timesteps and timesteps > 1 else batch
 
 
 _CHECKED: set[Any] = set()
 
 
-def check_inputs(model: Any, variables: Any, images: Any, timesteps: Any, *, sample_noise: bool = False) -> int:
+def check_inputs(model: SpikingModel, variables: Variables, images: Array | np.ndarray, timesteps: int, *,
+                 sample_noise: bool = False) -> int:
     """The one validation of every inference entry point: the model, ``T``, the input and the output.
 
     Checks that ``model`` follows :class:`SpikingModel`, that ``timesteps`` is an integer >= 1, that
@@ -103,6 +158,14 @@ def check_inputs(model: Any, variables: Any, images: Any, timesteps: Any, *, sam
     (:func:`probe_batch`): a batch of ``T`` images cannot pass for a ``[T, ...]`` time axis, and
     the inference pieces a batch is cut into never hide a wrong output. Traces are checked once per
     ``(model, T, example shape, dtype)``.
+
+    Args:
+      model: the model to check.
+      variables: its variables (only their shapes and dtypes are read).
+      images: the input batch ``[B, ...]``, floating point (a jax or numpy array; a numpy one is
+        also checked for NaN and inf).
+      timesteps: ``T``.
+      sample_noise: the caller samples the T=1 noise (allowed at ``T = 1`` only).
 
     Returns:
       ``timesteps`` as an ``int``.

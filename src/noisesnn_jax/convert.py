@@ -11,22 +11,33 @@ after which the bias is injected as current at every time step.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 
-Array = jax.Array
-Variables = dict[str, Any]
+from noisesnn_jax.contract import Array, SpikingModel, Variables
+
+if TYPE_CHECKING:
+    import flax.linen as nn
 
 
-def batchnorm_pairs(model: Any, variables: Variables, example: Array) -> dict[tuple[str, ...], tuple[Any, tuple[str, ...]]]:
+def batchnorm_pairs(model: SpikingModel, variables: Variables,
+                    example: Array) -> dict[tuple[str, ...], tuple[nn.BatchNorm, tuple[str, ...]]]:
     """Which layer each batch norm normalizes, found by tracing the network, not by names.
 
     Runs the model once in inference mode (abstractly, ``jax.eval_shape``) on ``example``
     ``[B, ...]`` and records every ``nn.Conv``/``nn.Dense``/``nn.BatchNorm`` call. A batch norm
-    whose input is exactly the output of a conv or dense layer is paired with it. Returns
-    ``{layer_path: (batch_norm_module, batch_norm_path)}`` with module paths as tuples of names.
+    whose input is exactly the output of a conv or dense layer is paired with it.
+
+    Args:
+      model: the model (:class:`~noisesnn_jax.contract.SpikingModel`).
+      variables: its variables.
+      example: an input batch ``[B, ...]`` (only its shape and dtype are used).
+
+    Returns:
+      ``{layer_path: (batch_norm_module, batch_norm_path)}``: the bound ``nn.BatchNorm`` that
+      follows each conv/dense layer, module paths as tuples of names.
 
     Raises:
       ValueError: a batch norm whose input is not a conv/dense output (after an addition, say),
@@ -62,7 +73,7 @@ def batchnorm_pairs(model: Any, variables: Variables, example: Array) -> dict[tu
     return pairs
 
 
-def fold_batchnorm(model: Any, variables: Variables, example: Array) -> tuple[Any, Variables]:
+def fold_batchnorm(model: SpikingModel, variables: Variables, example: Array) -> tuple[SpikingModel, Variables]:
     """Fold each batch norm into the conv/dense layer that feeds it: ``(folded_model, variables)``.
 
     Pairs come from tracing the network on ``example`` (:func:`batchnorm_pairs`), so any model
@@ -75,6 +86,15 @@ def fold_batchnorm(model: Any, variables: Variables, example: Array) -> tuple[An
     threshold. Logits can then move by more than rounding (up to 0.09 was seen on a
     Fashion-MNIST CNN at T=8) while predictions stayed the same there. The tests check the logits of
     the zoo's small models to within 1e-4. A model without batch norm is returned as it is.
+
+    Args:
+      model: the model, with a ``fold_bn`` field if it has batch norm.
+      variables: its trained variables, with ``batch_stats``.
+      example: an input batch ``[B, ...]`` (only its shape and dtype are used).
+
+    Returns:
+      ``(folded_model, folded_variables)``; ``(model, variables)`` unchanged when the model is
+      already folded or has no ``batch_stats``.
 
     Raises:
       ValueError: the model has batch norm but no ``fold_bn`` field, a batch norm cannot be

@@ -31,18 +31,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from noisesnn_jax.contract import check_inputs
+from noisesnn_jax.contract import Array, SpikingModel, Variables, check_inputs
 from noisesnn_jax.errors import ConfigError, ExportError
 
-Variables = dict[str, Any]
 RULES = ("margin", "confidence", "exact")
 _MIN_BUCKET = 8
 
 
 @dataclasses.dataclass(frozen=True)
 class ExitRule:
-    """When a sample stops: ``kind`` in :data:`RULES`; ``threshold``: the margin (mean-logit units)
-    or the confidence (a probability in (0, 1)); ``min_steps``: steps before any stop."""
+    """When a sample stops.
+
+    Attributes:
+      kind: ``margin``, ``confidence`` or ``exact`` (:data:`RULES`; see the module docstring).
+      threshold: the margin (mean-logit units, >= 0) or the confidence (a probability in
+        (0, 1)); unused by ``exact``.
+      min_steps: steps every sample runs before any rule may stop it.
+
+    Raises:
+      ConfigError: an unknown ``kind``, a threshold out of range, or ``min_steps < 1``.
+    """
 
     kind: str = "margin"
     threshold: float = 1.0
@@ -60,7 +68,18 @@ class ExitRule:
 
     @classmethod
     def parse(cls, text: str) -> ExitRule:
-        """``exact``, ``margin:M`` or ``confidence:P`` (optionally ``,min=K``)."""
+        """Read a rule from its command-line form.
+
+        Args:
+          text: ``exact``, ``margin:M`` or ``confidence:P``, optionally followed by ``,min=K``
+            (``min_steps``).
+
+        Returns:
+          The rule.
+
+        Raises:
+          ConfigError: ``text`` is not one of these forms, or a value is out of range.
+        """
         head, _, rest = text.partition(",")
         kind, _, value = head.partition(":")
         min_steps = 1
@@ -80,13 +99,24 @@ class ExitRule:
         return cls(kind, threshold, min_steps)
 
 
-def readout_bound(model: Any, variables: Variables, example: Any) -> np.ndarray:
-    """``D [K, K]``: a lower bound on ``z_c - z_k``, the difference any one step can add to two
-    classes' summed logits (see the module docstring). Found from the network's NIR trace (the
-    readout's folded weights and what feeds it).
+def readout_bound(model: SpikingModel, variables: Variables, example: Array | np.ndarray) -> np.ndarray:
+    """The exact rule's bound ``D [K, K]`` on what one step can add to two classes' logits.
+
+    ``D_ck`` is a lower bound on ``z_c - z_k``, the difference any one step can add to the summed
+    logits of classes ``c`` and ``k`` (see the module docstring). Found from the network's NIR
+    trace (the readout's folded weights and what feeds it).
+
+    Args:
+      model: the model (:class:`~noisesnn_jax.contract.SpikingModel`).
+      variables: its variables.
+      example: an input batch ``[B, ...]`` to trace the network with.
+
+    Returns:
+      ``D``, float64 ``[K, K]``.
 
     Raises:
-      ExportError: the readout is not an affine map of spikes (or their averages).
+      ExportError: the network cannot be traced into NIR, or the readout is not an affine map of
+        spikes (or their averages).
     """
     from noisesnn_jax.interop.nir import to_nir
 
@@ -180,14 +210,30 @@ def _bucket(n: int) -> int:
     return max(_MIN_BUCKET, 1 << (int(n) - 1).bit_length())
 
 
-def predict_early_exit(model: Any, variables: Variables, images: Any, max_timesteps: int, rule: ExitRule,
-                       bound: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def predict_early_exit(model: SpikingModel, variables: Variables, images: Array | np.ndarray, max_timesteps: int,
+                       rule: ExitRule, bound: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Run up to ``max_timesteps`` steps per sample, each sample stopping by ``rule``.
 
-    Returns ``predictions [B]``, ``steps [B]`` (steps each sample ran) and ``events [B]`` (its
-    synaptic events after the first layer, summed over its steps). ``bound``: the exact rule's
-    :func:`readout_bound` (computed when not given). The model must take ``stateful=True``
-    (the zoo's do) and start its neurons from their ``neuron_state`` initial value.
+    The model must take ``stateful=True`` (the zoo's do) and start its neurons from their
+    ``neuron_state`` initial value.
+
+    Args:
+      model: the model (:class:`~noisesnn_jax.contract.SpikingModel`).
+      variables: its variables.
+      images: the batch ``[B, ...]`` (cast to float32).
+      max_timesteps: ``T``, the most steps a sample runs.
+      rule: when a sample stops.
+      bound: the exact rule's :func:`readout_bound`; ``None`` computes it when needed.
+
+    Returns:
+      ``predictions [B]``, ``steps [B]`` (steps each sample ran) and ``events [B]`` (its
+      synaptic events after the first layer, summed over its steps).
+
+    Raises:
+      ConfigError: ``max_timesteps`` is not an integer >= 1.
+      TypeError: ``model`` does not follow the model contract.
+      ValueError: invalid ``images`` or a model whose output is not ``[B, K]``.
+      ExportError: the exact rule on a network whose readout bound cannot be found.
     """
     if isinstance(max_timesteps, bool) or not isinstance(max_timesteps, int) or max_timesteps < 1:
         raise ConfigError(f"max_timesteps={max_timesteps!r} is invalid; it must be an integer >= 1")
@@ -254,10 +300,20 @@ def _settled(rule: ExitRule, sums: np.ndarray, t: int, T: int, bound: np.ndarray
     return np.all(gap > tol, axis=-1)
 
 
-def simulate_rule(step_logits: Any, rule: ExitRule, bound: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """What :func:`predict_early_exit` decides, computed from the per-step readout of a full run
-    (``evaluate.step_logits``, ``[T, B, K]``): ``predictions [B]`` and ``steps [B]``. Cheap, so a
-    threshold can be chosen by sweeping it over a validation set."""
+def simulate_rule(step_logits: Array | np.ndarray, rule: ExitRule,
+                  bound: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """What :func:`predict_early_exit` decides, computed from the per-step readout of a full run.
+
+    Cheap, so a threshold can be chosen by sweeping it over a validation set.
+
+    Args:
+      step_logits: the per-step logits ``[T, B, K]`` (:func:`noisesnn_jax.evaluate.step_logits`).
+      rule: when a sample stops.
+      bound: the exact rule's :func:`readout_bound` (required for ``exact``).
+
+    Returns:
+      ``predictions [B]`` and ``steps [B]``.
+    """
     logits = np.asarray(step_logits, np.float64)
     T, n = logits.shape[:2]
     sums = np.cumsum(logits, axis=0)
@@ -273,12 +329,35 @@ def simulate_rule(step_logits: Any, rule: ExitRule, bound: np.ndarray | None = N
     return {"predictions": preds, "steps": steps}
 
 
-def evaluate_early_exit(model: Any, variables: Variables, x: Any, y: Any, max_timesteps: int, rule: ExitRule, *,
-                        batch_size: int = 500, repeats: int = 1) -> dict[str, Any]:
-    """Accuracy, steps used (mean and histogram), synaptic operations per image and wall time of
-    early exit over ``(x, y)``, with the fixed-``T`` run's beside it. Wall times: the median of
-    ``repeats`` passes over the data, early exit and fixed T interleaved, after one untimed pass
-    each (which compiles every shape)."""
+def evaluate_early_exit(model: SpikingModel, variables: Variables, x: np.ndarray, y: np.ndarray, max_timesteps: int,
+                        rule: ExitRule, *, batch_size: int = 500, repeats: int = 1) -> dict[str, Any]:
+    """Accuracy, steps used, synaptic operations and wall time of early exit, beside the fixed-``T`` run.
+
+    Wall times: the median of ``repeats`` passes over the data, early exit and fixed T
+    interleaved, after one untimed pass each (which compiles every shape).
+
+    Args:
+      model: the model (:class:`~noisesnn_jax.contract.SpikingModel`).
+      variables: its variables.
+      x: the examples ``[N, ...]``.
+      y: their integer labels ``[N]``.
+      max_timesteps: ``T`` of the fixed run and the most steps of early exit.
+      rule: when a sample stops.
+      batch_size: examples per batch.
+      repeats: timed passes of each run.
+
+    Returns:
+      A JSON-serializable report: ``rule``, ``max_timesteps``, ``images``, ``accuracy``,
+      ``fixed_accuracy``, ``same_as_fixed`` (predictions equal to the fixed run's),
+      ``mean_steps``, ``steps_histogram``, ``sops`` and ``fixed_sops`` (per image),
+      ``first_layer_macs``, ``wall_seconds``, ``fixed_wall_seconds`` and ``repeats``.
+
+    Raises:
+      ConfigError: ``max_timesteps`` is not an integer >= 1.
+      TypeError: ``model`` does not follow the model contract.
+      ValueError: invalid examples, a model whose output is not ``[B, K]``, or ``repeats < 1``.
+      ExportError: the exact rule on a network whose readout bound cannot be found.
+    """
     from noisesnn_jax import timing
     from noisesnn_jax.evaluate import predict
     from noisesnn_jax.ops import count_ops

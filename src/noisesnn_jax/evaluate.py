@@ -5,18 +5,18 @@ is :func:`noisesnn_jax.run.workdir.evaluate_run`."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from noisesnn_jax.contract import check_inputs, check_logits, check_timesteps
+from noisesnn_jax.contract import Array, SpikingModel, Variables, check_inputs, check_logits, check_timesteps
 from noisesnn_jax.pieces import microbatch_size
 
-Array = jax.Array
-Variables = dict[str, Any]
+if TYPE_CHECKING:
+    from jax.sharding import Mesh
 
 
 def _forward(model: Any, variables: Variables, images: Array, timesteps: int, rngs: dict[str, Any],
@@ -56,7 +56,7 @@ def _predict(model: Any, variables: Variables, images: Array, timesteps: int, ke
     return _forward(model, variables, images, timesteps, {}, False, microbatch)
 
 
-def predict(model: Any, variables: Variables, images: Array, timesteps: int = 1, *,
+def predict(model: SpikingModel, variables: Variables, images: Array, timesteps: int = 1, *,
             microbatch: int | None = None) -> tuple[Array, dict[str, float]]:
     """Multi-step inference: ``images [B, ...] -> (logits [B, K], {layer: firing rate})``.
 
@@ -64,15 +64,47 @@ def predict(model: Any, variables: Variables, images: Array, timesteps: int = 1,
     ``(model, timesteps, shape)``. ``model`` follows :class:`noisesnn_jax.contract.SpikingModel`.
     ``microbatch``: images per piece of the batch (default :func:`noisesnn_jax.pieces.microbatch_size`: cache-sized
     pieces on a CPU, the whole batch elsewhere); the logits do not depend on it.
+
+    Args:
+      model: the model (:class:`~noisesnn_jax.contract.SpikingModel`).
+      variables: its variables.
+      images: the batch ``[B, ...]`` (a jax or numpy array of finite floats).
+      timesteps: ``T``; 1 is the deterministic T=1 network.
+      microbatch: images per piece; ``None`` sizes the pieces to the cache.
+
+    Returns:
+      ``(logits [B, K], {layer: mean firing rate})``.
+
+    Raises:
+      TypeError: ``model`` does not follow the model contract.
+      ValueError: invalid ``timesteps`` or ``images``, or a model whose output is not
+        ``[B, K]`` (:func:`noisesnn_jax.contract.check_inputs`).
     """
     logits, rates = infer(model, variables, images, timesteps, microbatch=microbatch, rates=True)
     return logits, flatten_rates(rates)
 
 
-def infer(model: Any, variables: Variables, images: Array, timesteps: int = 1, *,
-          microbatch: int | None = None, rates: bool = False) -> Any:
-    """:func:`predict`'s logits as a device array, without reading the firing rates back to the host
-    (``rates=True``: ``(logits, sown rates)``): the call to time or to chain."""
+def infer(model: SpikingModel, variables: Variables, images: Array, timesteps: int = 1, *,
+          microbatch: int | None = None, rates: bool = False) -> Array | tuple[Array, dict[str, Any]]:
+    """:func:`predict`'s logits as a device array, without reading the firing rates back to the host:
+    the call to time or to chain.
+
+    Args:
+      model: the model (:class:`~noisesnn_jax.contract.SpikingModel`).
+      variables: its variables.
+      images: the batch ``[B, ...]``.
+      timesteps: ``T``.
+      microbatch: images per piece; ``None`` sizes the pieces to the cache.
+      rates: also return the sown firing rates.
+
+    Returns:
+      ``logits [B, K]``; with ``rates``, ``(logits, rates)`` where ``rates`` is the model's
+      ``intermediates`` collection (a nested dict of scalar arrays, :func:`flatten_rates`).
+
+    Raises:
+      TypeError: ``model`` does not follow the model contract.
+      ValueError: invalid ``timesteps`` or ``images``, or a model whose output is not ``[B, K]``.
+    """
     timesteps = check_inputs(model, variables, images, timesteps)
     images = jnp.asarray(images)
     if microbatch is None:
@@ -94,17 +126,31 @@ def _step_logits(model: Any, variables: Variables, images: Array, timesteps: int
     return steps[-1]
 
 
-def step_logits(model: Any, variables: Variables, images: Array, timesteps: int) -> Array:
+def step_logits(model: SpikingModel, variables: Variables, images: Array, timesteps: int) -> Array:
     """The readout of every time step of a multi-step run: ``images [B, ...] -> [T, B, K]``.
 
     The mean of the first ``t`` rows is the output of the same network run for ``T = t`` steps
     (see :func:`noisesnn_jax.layers.average_readout`). Jitted once per ``(model, T, shape)``.
+
+    Args:
+      model: the model; it must end with :func:`noisesnn_jax.layers.average_readout`.
+      variables: its variables.
+      images: the batch ``[B, ...]``.
+      timesteps: ``T``.
+
+    Returns:
+      The per-step logits ``[T, B, K]``.
+
+    Raises:
+      TypeError: ``model`` does not follow the model contract.
+      ValueError: invalid ``timesteps`` or ``images``, a model whose output is not ``[B, K]``,
+        or a model that does not sow its per-step readout.
     """
     timesteps = check_inputs(model, variables, images, timesteps)
     return _step_logits(model, variables, jnp.asarray(images), timesteps)
 
 
-def accuracy_curve(model: Any, variables: Variables, ds: Any, timesteps: Sequence[int],
+def accuracy_curve(model: SpikingModel, variables: Variables, ds: Any, timesteps: Sequence[int],
                    batch_size: int = 500, max_rows: int = 8192) -> list[float]:
     """Test accuracy at every ``T`` in ``timesteps`` from one multi-step run of ``max(timesteps)``.
 
@@ -113,6 +159,21 @@ def accuracy_curve(model: Any, variables: Variables, ds: Any, timesteps: Sequenc
     prediction at ``T = t`` is the argmax of the first ``t`` steps' summed logits; ``T = 1`` is
     the multi-step network run for one step, which for the IF neuron is the deterministic T=1
     network. Costs one run of the longest ``T`` instead of one run per ``T``.
+
+    Args:
+      model: the model; it must end with :func:`noisesnn_jax.layers.average_readout`.
+      variables: its variables.
+      ds: any object with ``num_test`` and ``test_examples(indices) -> (x, y)`` (a dataset of
+        :mod:`noisesnn_jax.data`, which the core does not import).
+      timesteps: the ``T`` to score, each an integer >= 1.
+      batch_size: images per batch, at most.
+      max_rows: the batch shrinks so that ``max(timesteps) * batch <= max_rows``.
+
+    Returns:
+      The test accuracy at each ``T`` of ``timesteps``, in their order.
+
+    Raises:
+      ValueError: ``timesteps`` is empty or holds an invalid entry, or as :func:`step_logits`.
     """
     if not len(timesteps):
         raise ValueError("timesteps=[] is invalid; pass the T to evaluate, e.g. (1, 2, 4, 8)")
@@ -129,7 +190,14 @@ def accuracy_curve(model: Any, variables: Variables, ds: Any, timesteps: Sequenc
 
 
 def flatten_rates(tree: Any) -> dict[str, float]:
-    """``{"act0": {"neuron": {"firing_rate": r}}} -> {"act0": r}``."""
+    """``{"act0": {"neuron": {"firing_rate": r}}} -> {"act0": r}``.
+
+    Args:
+      tree: the sown ``intermediates`` collection, any pytree of scalars keyed by layer names.
+
+    Returns:
+      The rate of each top-level layer as a float.
+    """
     flat = {}
     for path, value in jax.tree_util.tree_leaves_with_path(tree):
         names = [p.key for p in path if hasattr(p, "key")]
@@ -138,9 +206,9 @@ def flatten_rates(tree: Any) -> dict[str, float]:
     return flat
 
 
-def evaluate(model: Any, variables: Variables, x: np.ndarray, y: np.ndarray, timesteps: int = 1, *,
+def evaluate(model: SpikingModel, variables: Variables, x: np.ndarray, y: np.ndarray, timesteps: int = 1, *,
              batch_size: int = 500, sample_noise_key: Array | None = None,
-             max_rows: int = 8192, mesh: Any = None) -> dict[str, Any]:
+             max_rows: int = 8192, mesh: Mesh | None = None) -> dict[str, Any]:
     """Accuracy and mean per-layer firing rates over ``(x, y)`` at ``timesteps``.
 
     With ``sample_noise_key`` (T=1 only; another T is an error) the noise is sampled instead of
@@ -148,34 +216,92 @@ def evaluate(model: Any, variables: Variables, x: np.ndarray, y: np.ndarray, tim
     tensors are ``[T, B, ...]``). Every batch passes :func:`noisesnn_jax.contract.check_inputs`.
     With a ``mesh`` of several devices the batch is sharded over its ``data`` axis (see
     :func:`evaluate_examples`).
+
+    Args:
+      model: the model (:class:`~noisesnn_jax.contract.SpikingModel`).
+      variables: its variables.
+      x: the examples ``[N, ...]``.
+      y: their integer labels ``[N]``.
+      timesteps: ``T``.
+      batch_size: examples per batch, at most.
+      sample_noise_key: sample the T=1 noise from this key; ``None`` holds it at its mean.
+      max_rows: the batch shrinks so that ``timesteps * batch <= max_rows``.
+      mesh: a data mesh (:func:`noisesnn_jax.parallel.make_mesh`); ``None`` runs on one device.
+
+    Returns:
+      ``{"accuracy", "correct", "total", "firing_rates": {layer: mean rate}}``.
+
+    Raises:
+      TypeError: ``model`` does not follow the model contract.
+      ValueError: as :func:`evaluate_examples`.
     """
     x, y = np.asarray(x), np.asarray(y)
     return evaluate_examples(model, variables, lambda idx: (x[idx], y[idx]), len(y), timesteps, batch_size=batch_size,
                              sample_noise_key=sample_noise_key, max_rows=max_rows, mesh=mesh)
 
 
-def evaluate_dataset(model: Any, variables: Variables, ds: Any, timesteps: int = 1, *, batch_size: int = 500,
+def evaluate_dataset(model: SpikingModel, variables: Variables, ds: Any, timesteps: int = 1, *, batch_size: int = 500,
                      sample_noise_key: Array | None = None, max_rows: int = 8192,
-                     mesh: Any = None) -> dict[str, Any]:
+                     mesh: Mesh | None = None) -> dict[str, Any]:
     """:func:`evaluate` over the test split of a dataset (``ds.test_examples``); each process
-    loads only its rows of each batch."""
+    loads only its rows of each batch.
+
+    Args:
+      model: the model (:class:`~noisesnn_jax.contract.SpikingModel`).
+      variables: its variables.
+      ds: any object with ``num_test`` and ``test_examples(indices) -> (x, y)`` (a dataset of
+        :mod:`noisesnn_jax.data`).
+      timesteps: ``T``.
+      batch_size: examples per batch, at most.
+      sample_noise_key: sample the T=1 noise from this key; ``None`` holds it at its mean.
+      max_rows: the batch shrinks so that ``timesteps * batch <= max_rows``.
+      mesh: a data mesh; ``None`` runs on one device.
+
+    Returns:
+      As :func:`evaluate`.
+
+    Raises:
+      TypeError: ``model`` does not follow the model contract.
+      ValueError: as :func:`evaluate_examples`.
+    """
     return evaluate_examples(model, variables, ds.test_examples, ds.num_test, timesteps, batch_size=batch_size,
                              sample_noise_key=sample_noise_key, max_rows=max_rows, mesh=mesh)
 
 
-def evaluate_examples(model: Any, variables: Variables, fetch, n: int, timesteps: int = 1, *,
+def evaluate_examples(model: SpikingModel, variables: Variables,
+                      fetch: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], n: int, timesteps: int = 1, *,
                       batch_size: int = 500, sample_noise_key: Array | None = None,
-                      max_rows: int = 8192, mesh: Any = None) -> dict[str, Any]:
+                      max_rows: int = 8192, mesh: Mesh | None = None) -> dict[str, Any]:
     """Accuracy and firing rates over examples ``fetch(indices) -> (x, y)``, ``indices < n``.
 
     On one device, consecutive batches (the last one smaller). On a mesh of several devices
     (every process calls this), each global batch is ``per_device * devices`` rows, sharded over
     ``data``; every device runs the model on its own rows (``shard_map``: no communication until
-    the counts are summed), so multi-step tensors stay ``[T*B_local, ...]`` per device. The last
+    the counts are summed), so multi-step tensors stay ``[T, B_local, ...]`` per device. The last
     batch is rounded up to a multiple of the device count by repeating the last example; the
     repeats are masked out of the accuracy (the firing rates include those fewer than ``devices``
     repeats). With ``sample_noise_key`` each device draws its own noise, so the sampled-noise
     accuracy depends on the device count (the mean-noise and multi-step results do not).
+
+    Args:
+      model: the model (:class:`~noisesnn_jax.contract.SpikingModel`).
+      variables: its variables.
+      fetch: ``indices [b] -> (x [b, ...], y [b])``.
+      n: the number of examples.
+      timesteps: ``T``.
+      batch_size: examples per (global) batch, at most.
+      sample_noise_key: sample the T=1 noise from this key; ``None`` holds it at its mean.
+      max_rows: the batch (per device on a mesh) shrinks so that ``timesteps * batch <= max_rows``.
+      mesh: a data mesh; ``None`` runs on one device.
+
+    Returns:
+      ``{"accuracy", "correct", "total", "firing_rates": {layer: mean rate}}``.
+
+    Raises:
+      TypeError: ``model`` does not follow the model contract.
+      ValueError: invalid ``timesteps``, ``sample_noise_key`` with ``timesteps != 1``, ``n <= 0``,
+        invalid examples or a model whose output is not ``[B, K]``
+        (:func:`noisesnn_jax.contract.check_inputs`), or a batch not divisible by the processes.
     """
     timesteps = check_timesteps(timesteps)
     if sample_noise_key is not None and timesteps != 1:

@@ -22,10 +22,10 @@ import jax
 import jax.numpy as jnp
 
 from noisesnn_jax import neurons
+from noisesnn_jax.contract import Array
 from noisesnn_jax.neurons import Neuron
 from noisesnn_jax.spikes import Noise, noisy_spike
 
-Array = jax.Array
 STATE_COLLECTION = "neuron_state"
 
 
@@ -39,8 +39,17 @@ _TRACE: contextvars.ContextVar[list | None] = contextvars.ContextVar("noisesnn_g
 
 @contextlib.contextmanager
 def graph_trace(sink: list | None = None) -> Iterator[list]:
-    """Record the calls of this module's functions, in order, as ``(op, inputs, output, attributes)``
-    into ``sink`` (a new list by default), which it yields."""
+    """Record the calls of this module's functions while the context is active.
+
+    Each call of :func:`flatten_features`, :func:`pool2d`, :func:`global_avg_pool`, :func:`add`
+    and :func:`average_readout` appends ``(op, inputs, output, attributes)``, in call order.
+
+    Args:
+      sink: the list to append to; ``None`` starts a new one.
+
+    Yields:
+      The list the calls are recorded into.
+    """
     token = _TRACE.set([] if sink is None else sink)
     try:
         yield _TRACE.get()
@@ -56,8 +65,21 @@ def _record(op: str, inputs: tuple[Array, ...], output: Array, **attrs: Any) -> 
 
 
 def flatten_features(x: Array, timesteps: int = 1) -> Array:
-    """Flatten each example's features, keeping the leading batch axis, or the ``[T, B]`` axes of a
-    multi-step tensor: ``[B, H, W, C] -> [B, H*W*C]``, ``[T, B, H, W, C] -> [T, B, H*W*C]``."""
+    """Flatten each example's features, keeping the leading batch axis or the ``[T, B]`` axes.
+
+    ``[B, H, W, C] -> [B, H*W*C]`` at ``T = 1``, ``[T, B, H, W, C] -> [T, B, H*W*C]`` in
+    multi-step mode.
+
+    Args:
+      x: ``[B, ...]`` at ``timesteps=1``, else time-major ``[T, B, ...]``.
+      timesteps: ``T``; above 1 the two leading axes are kept.
+
+    Returns:
+      ``[B, F]`` or ``[T, B, F]``.
+
+    Raises:
+      ValueError: ``x`` has no feature axis past its leading axes, or an empty axis.
+    """
     lead = 2 if timesteps > 1 else 1
     if x.ndim <= lead or 0 in x.shape:
         raise ValueError(f"flatten_features: an input of shape {tuple(x.shape)} at timesteps={timesteps} has no "
@@ -67,9 +89,22 @@ def flatten_features(x: Array, timesteps: int = 1) -> Array:
 
 
 def pool2d(x: Array, kind: str, window: int, stride: int, padding: str = "VALID") -> Array:
-    """Average or max pooling over ``H, W`` of ``[..., H, W, C]`` with any leading axes (``[B]`` or
-    ``[T, B]``), folded into one batch axis for the pooling call (XLA's 4-D window reduction is
-    faster on CPU than a 5-D one). ``max`` on spikes is an OR per time step."""
+    """Average or max pooling over ``H, W`` of ``[..., H, W, C]`` with any leading axes.
+
+    The leading axes (``[B]`` or ``[T, B]``) are folded into one batch axis for the pooling call
+    (XLA's 4-D window reduction is faster on CPU than a 5-D one). ``max`` on spikes is an OR per
+    time step.
+
+    Args:
+      x: ``[B, H, W, C]`` or ``[T, B, H, W, C]``.
+      kind: ``"avg"`` or ``"max"``.
+      window: the square window's side.
+      stride: the stride along ``H`` and ``W``.
+      padding: Flax's padding, ``"VALID"`` or ``"SAME"``.
+
+    Returns:
+      The pooled tensor, with the same leading axes.
+    """
     pool = {"avg": nn.avg_pool, "max": nn.max_pool}[kind]
     lead = x.shape[:-3]
     y = pool(x.reshape((-1,) + x.shape[-3:]), (window, window), strides=(stride, stride), padding=padding)
@@ -78,12 +113,26 @@ def pool2d(x: Array, kind: str, window: int, stride: int, padding: str = "VALID"
 
 
 def global_avg_pool(x: Array) -> Array:
-    """Mean over ``H, W``: ``[..., H, W, C] -> [..., C]``."""
+    """Mean over ``H, W``: ``[..., H, W, C] -> [..., C]``.
+
+    Args:
+      x: ``[B, H, W, C]`` or ``[T, B, H, W, C]``.
+
+    Returns:
+      ``[B, C]`` or ``[T, B, C]``.
+    """
     return _record("global_avg_pool", (x,), jnp.mean(x, axis=(-3, -2)))
 
 
 def add(*xs: Array) -> Array:
-    """The sum of currents (a residual connection): ``x_1 + ... + x_n``, all of one shape."""
+    """The sum of currents ``x_1 + x_2 + ...`` (a residual connection).
+
+    Args:
+      *xs: one or more tensors of one shape.
+
+    Returns:
+      Their sum.
+    """
     out = xs[0]
     for x in xs[1:]:
         out = out + x
@@ -98,6 +147,17 @@ def average_readout(module: nn.Module, logits: Array, timesteps: int) -> Array:
     so a caller that asks for it (``mutable=["readout"]``) gets the prediction after every prefix
     of the run from one pass: the mean of the first ``t`` steps is exactly the output of the same
     network run for ``T = t`` steps (the dynamics are causal and start from the same state).
+
+    Args:
+      module: the model calling it (it sows into the module's ``readout`` collection).
+      logits: ``[B, K]`` at ``timesteps=1``, else time-major ``[T, B, K]``.
+      timesteps: ``T``.
+
+    Returns:
+      The averaged logits ``[B, K]``.
+
+    Raises:
+      ValueError: in multi-step mode, ``logits``' leading axis is not ``T``.
     """
     _record("readout", (logits,), logits, timesteps=timesteps)
     sow = not module.is_initializing()  # the model's variables do not hold a batch's logits
@@ -173,7 +233,8 @@ class SpikingNeuron(nn.Module):
         Raises:
           ValueError: in multi-step mode without ``constant``, when ``x``'s leading axis is not
             ``timesteps`` (a ``[B, ...]`` input current given to a layer that expects
-            ``[T, B, ...]``: the first spiking layer needs ``constant=True``).
+            ``[T, B, ...]``: the first spiking layer needs ``constant=True``); or
+            ``sample_noise=True`` in multi-step mode.
         """
         channels = x.shape[-1]
         if self.learn_threshold:
@@ -231,6 +292,12 @@ class QCFS(nn.Module):
     same name). Backward: straight-through over the floor, so ``d h / d x = 1`` on ``(0, lam)``.
     An IF neuron with threshold ``lam`` started at ``lam/2`` computes this rate exactly at T = L
     for constant input.
+
+    Attributes:
+      levels: ``L``, the number of quantization levels.
+      init_threshold: the initial ``lam``.
+      per_layer: one ``lam`` for the layer (shape ``[1]``, as the original QCFS code), else one per
+        channel (shape ``[C]``).
     """
 
     levels: int = 4
@@ -239,7 +306,14 @@ class QCFS(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        """Quantized clipped activation, same shape as ``x``."""
+        """Quantized clipped activation.
+
+        Args:
+          x: the input current ``[..., C]``.
+
+        Returns:
+          ``h(x)``, of ``x``'s shape.
+        """
         shape = (1,) if self.per_layer else (x.shape[-1],)
         lam = self.param("threshold", nn.initializers.constant(self.init_threshold), shape, jnp.float32)
         lam = jnp.maximum(lam, 1e-3).astype(x.dtype)
@@ -256,6 +330,10 @@ class Clip(nn.Module):
     so the trained ANN runs as a spiking network with the same weights. ``theta`` is the neuron's
     threshold, or, with ``learn``, a trainable per-channel param ``threshold`` (the name the
     spiking layer reads) initialized at it.
+
+    Attributes:
+      threshold: ``theta``, or the initial value of the learned one.
+      learn: learn a per-channel ``theta`` (param ``threshold``, shape ``[C]``).
     """
 
     threshold: float = 1.0
@@ -263,7 +341,14 @@ class Clip(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        """Clipped activation, same shape as ``x``."""
+        """Clipped activation.
+
+        Args:
+          x: the input ``[..., C]``.
+
+        Returns:
+          ``clip(x, 0, theta)``, of ``x``'s shape.
+        """
         if not self.learn:
             return jnp.clip(x, 0.0, self.threshold)
         theta = self.param("threshold", nn.initializers.constant(self.threshold), (x.shape[-1],), jnp.float32)
@@ -275,7 +360,21 @@ ACTIVATION_KINDS = ("spike", "relu", "qcfs", "clip")
 
 class Activation(nn.Module):
     """One switch per model: ``spike`` (a :class:`SpikingNeuron`), ``relu`` (the ANN reference),
-    ``qcfs`` (the quantized ANN of the QCFS baseline) or ``clip`` (the clip-trained ANN)."""
+    ``qcfs`` (the quantized ANN of the QCFS baseline) or ``clip`` (the clip-trained ANN).
+
+    The spiking, QCFS and clip layers are built as a submodule named ``neuron``.
+
+    Attributes:
+      kind: one of :data:`ACTIVATION_KINDS` (``spike``, ``relu``, ``qcfs``, ``clip``).
+      neuron: the spiking dynamics (``spike``); its threshold is also ``clip``'s ``theta``.
+      noise: the T=1 noise (``spike``).
+      learn_threshold: a trainable per-channel threshold (``spike`` and ``clip``).
+      learn_std: a trainable per-channel noise std (``spike``).
+      remat: recompute each time step in the backward pass (``spike``).
+      qcfs_levels: ``L`` of ``qcfs``.
+      qcfs_init: the initial ``lam`` of ``qcfs``.
+      qcfs_per_layer: one ``lam`` per layer instead of per channel (``qcfs``).
+    """
 
     kind: str = "spike"
     neuron: Neuron = Neuron()
@@ -289,7 +388,21 @@ class Activation(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, **mode) -> Array:
-        """Apply the activation; ``mode`` are :class:`SpikingNeuron`'s keyword arguments."""
+        """Apply the activation.
+
+        Args:
+          x: the input current: ``[B, ...]``, or ``[T, B, ...]`` after the first spiking layer in
+            multi-step mode.
+          **mode: :class:`SpikingNeuron`'s keyword arguments (``timesteps``, ``constant``,
+            ``train``, ``sample_noise``, ``stateful``); the ANN kinds ignore them.
+
+        Returns:
+          The activation, of ``x``'s shape except in multi-step mode with ``constant=True``
+          (``[B, ...] -> [T, B, ...]``).
+
+        Raises:
+          ValueError: as :meth:`SpikingNeuron.__call__`.
+        """
         if self.kind == "relu":
             return nn.relu(x)
         if self.kind == "qcfs":

@@ -23,11 +23,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from noisesnn_jax.contract import Array
 from noisesnn_jax.layers import ACTIVATION_KINDS, Activation, add, average_readout, flatten_features, global_avg_pool, pool2d
 from noisesnn_jax.neurons import Neuron
 from noisesnn_jax.spikes import Noise
 
-Array = jax.Array
 ACTIVATIONS = ACTIVATION_KINDS
 POOLS = ("avg", "max")
 BN_EPS = 1e-5
@@ -48,7 +48,14 @@ def _check_mode(activation: str, timesteps: Any, stateful: bool) -> int:
 @dataclasses.dataclass(frozen=True)
 class Mode:
     """How one forward pass runs: the model contract's keyword arguments, handed to every block
-    (hashable, so a rematerialized block takes it as a static argument)."""
+    (hashable, so a rematerialized block takes it as a static argument).
+
+    Attributes:
+      train: training mode.
+      timesteps: ``T``.
+      sample_noise: sample the T=1 noise; ``None`` follows ``train``.
+      stateful: one step of a network run step by step (the naive reference).
+    """
 
     train: bool = False
     timesteps: int = 1
@@ -56,14 +63,36 @@ class Mode:
     stateful: bool = False
 
     def neuron(self, constant: bool = False) -> dict[str, Any]:
-        """The keyword arguments of :class:`~noisesnn_jax.layers.SpikingNeuron`."""
+        """The keyword arguments of :class:`~noisesnn_jax.layers.SpikingNeuron`.
+
+        Args:
+          constant: the layer's input is ``[B, ...]`` and held constant over time (the first
+            spiking layer).
+
+        Returns:
+          ``timesteps``, ``constant``, ``train``, ``sample_noise`` and ``stateful`` by name.
+        """
         return dict(timesteps=self.timesteps, constant=constant, train=self.train,
                     sample_noise=self.sample_noise, stateful=self.stateful)
 
 
 @dataclasses.dataclass(frozen=True)
 class LayerSpec:
-    """What every block of a model shares: activation, neuron and noise, batch norm, dtype."""
+    """What every block of a model shares: activation, neuron and noise, batch norm, dtype.
+
+    Attributes:
+      activation: ``spike``, ``relu``, ``qcfs`` or ``clip``.
+      neuron: the spiking dynamics.
+      noise: the T=1 noise.
+      learn_threshold: trainable per-channel thresholds.
+      learn_std: trainable per-channel noise stds.
+      qcfs_levels: quantization levels ``L`` of ``qcfs``.
+      batch_norm: a batch norm after each conv/dense layer.
+      fold_bn: the batch norm is folded: the layer carries a bias and no batch norm.
+      dtype: the layers' computation dtype.
+      qcfs_init: the initial ``lam`` of ``qcfs``.
+      qcfs_per_layer: one ``lam`` per layer instead of one per channel.
+    """
 
     activation: str
     neuron: Neuron
@@ -73,12 +102,19 @@ class LayerSpec:
     qcfs_levels: int
     batch_norm: bool
     fold_bn: bool
-    dtype: Any
+    dtype: jax.typing.DTypeLike
     qcfs_init: float = 4.0
     qcfs_per_layer: bool = False
 
     def activate(self, name: str) -> Activation:
-        """The activation layer ``name`` (spiking, ReLU, QCFS or clip)."""
+        """The activation layer (spiking, ReLU, QCFS or clip).
+
+        Args:
+          name: the module name (``act{i}``).
+
+        Returns:
+          An unbound :class:`~noisesnn_jax.layers.Activation`.
+        """
         return Activation(self.activation, self.neuron, self.noise, self.learn_threshold, self.learn_std,
                           False, self.qcfs_levels, self.qcfs_init, self.qcfs_per_layer, name=name)
 
@@ -86,8 +122,18 @@ class LayerSpec:
 class Block(nn.Module):
     """``conv{suffix}``/``dense{suffix}`` -> ``bn{suffix}`` -> ``act{suffix}``: a layer that owns its
     batch norm and activation. Its modules live in the parent's namespace (``nn.share_scope``), so
-    parameter names are those of a flat network. ``activate=False`` stops after the batch norm (a
-    residual branch, added before the neuron)."""
+    parameter names are those of a flat network.
+
+    Attributes:
+      spec: the settings the model's blocks share.
+      suffix: the module names' suffix (``conv{suffix}``, ...).
+      width: output features or channels.
+      conv: a ``kernel x kernel`` convolution with ``SAME`` padding; ``False``: a dense layer.
+      kernel: the convolution's kernel side.
+      stride: the convolution's stride.
+      activate: end with the activation; ``False`` stops after the batch norm (a residual
+        branch, added before the neuron).
+    """
 
     spec: LayerSpec
     suffix: str
@@ -99,7 +145,16 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, mode: Mode, constant: bool = False) -> Array:
-        """``x [(T,) B, ...]`` -> the block's output; ``constant``: ``x`` is the first layer's ``[B, ...]``."""
+        """Run the layer, its batch norm and its activation.
+
+        Args:
+          x: ``[B, ...]``, or ``[T, B, ...]`` after the first spiking layer in multi-step mode.
+          mode: how the forward pass runs.
+          constant: ``x`` is the first layer's ``[B, ...]`` input, held constant over time.
+
+        Returns:
+          The block's output: ``[T, B, ...]`` in multi-step mode once spiking, else ``[B, ...]``.
+        """
         spec = self.spec
         bias = spec.fold_bn or not spec.batch_norm
         if self.conv:
@@ -115,7 +170,15 @@ class Block(nn.Module):
 
 class ResidualBlock(nn.Module):
     """A ResNet block on currents: ``act(bn(conv(...)) + shortcut(x))`` (docs/method.md section 4);
-    basic (3x3-3x3) or bottleneck (1x1-3x3-1x1, width x4). Modules in the parent's namespace."""
+    basic (3x3-3x3) or bottleneck (1x1-3x3-1x1, width x4). Modules in the parent's namespace.
+
+    Attributes:
+      spec: the settings the model's blocks share.
+      tag: in its modules' names: ``conv{tag}_a``, ``bn{tag}_a``, ``act{tag}_out``, ...
+      width: the block's width (its output has ``4 * width`` channels when ``bottleneck``).
+      stride: the stride of the first 3x3 convolution and of the shortcut.
+      bottleneck: 1x1-3x3-1x1 instead of 3x3-3x3.
+    """
 
     spec: LayerSpec
     tag: str  # in its modules' names: conv{tag}_a, bn{tag}_a, act{tag}_out, ...
@@ -125,7 +188,15 @@ class ResidualBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, mode: Mode) -> Array:
-        """``x [(T,) B, H, W, C]`` -> the block's spikes (or activations)."""
+        """Run the block.
+
+        Args:
+          x: ``[B, H, W, C]``, or ``[T, B, H, W, C]`` in multi-step mode.
+          mode: how the forward pass runs.
+
+        Returns:
+          The block's spikes (or ANN activations), with the same leading axes as ``x``.
+        """
         w = self.width
 
         def block(part: str, width: int, kernel: int, stride: int = 1, activate: bool = True) -> Block:
@@ -162,7 +233,7 @@ class _SNNBase(nn.Module):
     fold_bn: bool = False  # batch norm folded into the preceding layer's weights and bias
     remat: bool = False  # recompute each block in the backward pass (BPTT memory)
     qcfs_levels: int = 4  # quantization levels L of activation="qcfs"
-    dtype: Any = jnp.float32
+    dtype: jax.typing.DTypeLike = jnp.float32
     qcfs_init: float = 4.0  # initial clip lam of activation="qcfs" (the official code: 8)
     qcfs_per_layer: bool = False  # one lam per layer (the official code) instead of per channel
 
@@ -190,14 +261,51 @@ class _SNNBase(nn.Module):
 
 
 class MLP(_SNNBase):
-    """Dense-BN-spike blocks and a non-spiking dense readout: ``[B, ...] -> [B, K]``."""
+    """Dense-BN-spike blocks and a non-spiking dense readout: ``[B, ...] -> [B, K]``.
+
+    Attributes:
+      num_classes: ``K``, the number of logits.
+      activation: ``spike`` (the spiking network), or an ANN that ignores ``timesteps``:
+        ``relu``, ``qcfs`` or ``clip``.
+      neuron: the spiking dynamics (threshold, tau, reset, surrogate).
+      noise: the T=1 noise.
+      learn_threshold: trainable per-channel thresholds.
+      learn_std: trainable per-channel noise stds.
+      batch_norm: a batch norm after every conv/dense layer but the readout.
+      fold_bn: the batch norms are folded into the layers before them: those layers carry a bias
+        and no batch norm (:func:`noisesnn_jax.convert.fold_batchnorm`).
+      remat: recompute each block in the backward pass (BPTT memory).
+      qcfs_levels: quantization levels ``L`` of ``activation="qcfs"``.
+      dtype: the layers' computation dtype (e.g. ``jnp.bfloat16``); the logits are float32.
+      qcfs_init: the initial ``lam`` of ``activation="qcfs"``.
+      qcfs_per_layer: one ``lam`` per layer instead of one per channel (``qcfs``).
+      hidden: the hidden layers' widths.
+    """
 
     hidden: Sequence[int] = (256, 256)
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False, timesteps: int = 1,
                  sample_noise: bool | None = None, stateful: bool = False) -> Array:
-        """Logits ``[B, K]``, averaged over ``timesteps`` in multi-step mode."""
+        """Logits ``[B, K]``, averaged over ``timesteps`` in multi-step mode.
+
+        Args:
+          x: the input ``[B, ...]``, flattened to ``[B, F]``.
+          train: training mode: batch norm uses and updates batch statistics, and the T=1 noise
+            is sampled from the ``noise`` RNG stream.
+          timesteps: ``T``; 1 is the single-step network, ``T > 1`` the multi-step network.
+          sample_noise: at ``T = 1``, sample the noise (``True``) or hold it at its mean
+            (``False``); ``None`` follows ``train``.
+          stateful: one step of the network run step by step, the potentials kept in the
+            ``neuron_state`` collection (the naive reference of the tests; ``timesteps`` 1).
+
+        Returns:
+          Logits ``[B, K]`` in float32.
+
+        Raises:
+          ValueError: an unknown ``activation``, ``timesteps`` not an integer >= 1,
+            ``stateful`` with ``timesteps != 1``, or ``sample_noise=True`` in multi-step mode.
+        """
         T = _check_mode(self.activation, timesteps, stateful)
         mode = Mode(train, T, sample_noise, stateful)
         x = x.reshape((x.shape[0], -1)).astype(self.dtype)
@@ -214,6 +322,26 @@ class CNN(_SNNBase):
 
     Input ``[B, H, W, C]`` (channels-last); logits ``[B, K]``. ``pool="max"`` on spikes is an OR
     per time step; ``"avg"`` is exact on rates.
+
+    Attributes:
+      num_classes: ``K``, the number of logits.
+      activation: ``spike`` (the spiking network), or an ANN that ignores ``timesteps``:
+        ``relu``, ``qcfs`` or ``clip``.
+      neuron: the spiking dynamics (threshold, tau, reset, surrogate).
+      noise: the T=1 noise.
+      learn_threshold: trainable per-channel thresholds.
+      learn_std: trainable per-channel noise stds.
+      batch_norm: a batch norm after every conv/dense layer but the readout.
+      fold_bn: the batch norms are folded into the layers before them: those layers carry a bias
+        and no batch norm (:func:`noisesnn_jax.convert.fold_batchnorm`).
+      remat: recompute each block in the backward pass (BPTT memory).
+      qcfs_levels: quantization levels ``L`` of ``activation="qcfs"``.
+      dtype: the layers' computation dtype (e.g. ``jnp.bfloat16``); the logits are float32.
+      qcfs_init: the initial ``lam`` of ``activation="qcfs"``.
+      qcfs_per_layer: one ``lam`` per layer instead of one per channel (``qcfs``).
+      channels: each conv layer's channels.
+      pool_after: the indices of the conv layers followed by a 2x2 pooling.
+      pool: ``"avg"`` or ``"max"``.
     """
 
     channels: Sequence[int] = (16, 32, 64, 64)
@@ -223,7 +351,25 @@ class CNN(_SNNBase):
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False, timesteps: int = 1,
                  sample_noise: bool | None = None, stateful: bool = False) -> Array:
-        """Logits ``[B, K]``, averaged over ``timesteps`` in multi-step mode."""
+        """Logits ``[B, K]``, averaged over ``timesteps`` in multi-step mode.
+
+        Args:
+          x: images ``[B, H, W, C]`` (channels-last).
+          train: training mode: batch norm uses and updates batch statistics, and the T=1 noise
+            is sampled from the ``noise`` RNG stream.
+          timesteps: ``T``; 1 is the single-step network, ``T > 1`` the multi-step network.
+          sample_noise: at ``T = 1``, sample the noise (``True``) or hold it at its mean
+            (``False``); ``None`` follows ``train``.
+          stateful: one step of the network run step by step, the potentials kept in the
+            ``neuron_state`` collection (the naive reference of the tests; ``timesteps`` 1).
+
+        Returns:
+          Logits ``[B, K]`` in float32.
+
+        Raises:
+          ValueError: an unknown ``activation`` or ``pool``, ``x`` not 4-D, ``timesteps`` not an integer >= 1,
+            ``stateful`` with ``timesteps != 1``, or ``sample_noise=True`` in multi-step mode.
+        """
         T = _check_mode(self.activation, timesteps, stateful)
         if self.pool not in POOLS:
             raise ValueError(f"pool={self.pool!r} is invalid; choose one of {list(POOLS)}")
@@ -243,7 +389,28 @@ class CNN(_SNNBase):
 
 class VGG(_SNNBase):
     """Spiking VGG for 32x32 inputs: conv3x3-BN-spike stages, average pooling after each stage,
-    one hidden dense layer and a non-spiking readout. ``stages`` lists each stage's widths."""
+    one hidden dense layer and a non-spiking readout.
+
+    Attributes:
+      num_classes: ``K``, the number of logits.
+      activation: ``spike`` (the spiking network), or an ANN that ignores ``timesteps``:
+        ``relu``, ``qcfs`` or ``clip``.
+      neuron: the spiking dynamics (threshold, tau, reset, surrogate).
+      noise: the T=1 noise.
+      learn_threshold: trainable per-channel thresholds.
+      learn_std: trainable per-channel noise stds.
+      batch_norm: a batch norm after every conv/dense layer but the readout.
+      fold_bn: the batch norms are folded into the layers before them: those layers carry a bias
+        and no batch norm (:func:`noisesnn_jax.convert.fold_batchnorm`).
+      remat: recompute each block in the backward pass (BPTT memory).
+      qcfs_levels: quantization levels ``L`` of ``activation="qcfs"``.
+      dtype: the layers' computation dtype (e.g. ``jnp.bfloat16``); the logits are float32.
+      qcfs_init: the initial ``lam`` of ``activation="qcfs"``.
+      qcfs_per_layer: one ``lam`` per layer instead of one per channel (``qcfs``).
+      stages: each stage's conv widths.
+      hidden: the hidden dense layer's width.
+      pool: ``"avg"`` or ``"max"`` after each stage.
+    """
 
     stages: Sequence[Sequence[int]] = ((64,), (128,), (256, 256), (512, 512), (512, 512))
     hidden: int = 512
@@ -252,7 +419,25 @@ class VGG(_SNNBase):
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False, timesteps: int = 1,
                  sample_noise: bool | None = None, stateful: bool = False) -> Array:
-        """Logits ``[B, K]``, averaged over ``timesteps`` in multi-step mode."""
+        """Logits ``[B, K]``, averaged over ``timesteps`` in multi-step mode.
+
+        Args:
+          x: images ``[B, H, W, C]`` (channels-last), 32x32 for the default stages.
+          train: training mode: batch norm uses and updates batch statistics, and the T=1 noise
+            is sampled from the ``noise`` RNG stream.
+          timesteps: ``T``; 1 is the single-step network, ``T > 1`` the multi-step network.
+          sample_noise: at ``T = 1``, sample the noise (``True``) or hold it at its mean
+            (``False``); ``None`` follows ``train``.
+          stateful: one step of the network run step by step, the potentials kept in the
+            ``neuron_state`` collection (the naive reference of the tests; ``timesteps`` 1).
+
+        Returns:
+          Logits ``[B, K]`` in float32.
+
+        Raises:
+          ValueError: an unknown ``activation``, ``x`` not 4-D, ``timesteps`` not an integer >= 1,
+            ``stateful`` with ``timesteps != 1``, or ``sample_noise=True`` in multi-step mode.
+        """
         T = _check_mode(self.activation, timesteps, stateful)
         if x.ndim != 4:
             raise ValueError(f"VGG expects images [B, H, W, C]; got shape {tuple(x.shape)}")
@@ -275,6 +460,27 @@ class ResNet(_SNNBase):
     ``stem="cifar"``: conv3x3 for 32x32 inputs; ``"imagenet"``: conv7x7 stride 2 and a 3x3 max
     pool. ``bottleneck`` blocks (1x1-3x3-1x1, width x4) for ResNet-50. Global average pooling and
     a non-spiking readout.
+
+    Attributes:
+      num_classes: ``K``, the number of logits.
+      activation: ``spike`` (the spiking network), or an ANN that ignores ``timesteps``:
+        ``relu``, ``qcfs`` or ``clip``.
+      neuron: the spiking dynamics (threshold, tau, reset, surrogate).
+      noise: the T=1 noise.
+      learn_threshold: trainable per-channel thresholds.
+      learn_std: trainable per-channel noise stds.
+      batch_norm: a batch norm after every conv/dense layer but the readout.
+      fold_bn: the batch norms are folded into the layers before them: those layers carry a bias
+        and no batch norm (:func:`noisesnn_jax.convert.fold_batchnorm`).
+      remat: recompute each block in the backward pass (BPTT memory).
+      qcfs_levels: quantization levels ``L`` of ``activation="qcfs"``.
+      dtype: the layers' computation dtype (e.g. ``jnp.bfloat16``); the logits are float32.
+      qcfs_init: the initial ``lam`` of ``activation="qcfs"``.
+      qcfs_per_layer: one ``lam`` per layer instead of one per channel (``qcfs``).
+      stage_sizes: the number of residual blocks of each stage.
+      widths: each stage's width (the stem has the first).
+      bottleneck: bottleneck blocks instead of basic ones.
+      stem: ``"cifar"`` or ``"imagenet"``.
     """
 
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
@@ -285,7 +491,25 @@ class ResNet(_SNNBase):
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False, timesteps: int = 1,
                  sample_noise: bool | None = None, stateful: bool = False) -> Array:
-        """Logits ``[B, K]``, averaged over ``timesteps`` in multi-step mode."""
+        """Logits ``[B, K]``, averaged over ``timesteps`` in multi-step mode.
+
+        Args:
+          x: images ``[B, H, W, C]`` (channels-last).
+          train: training mode: batch norm uses and updates batch statistics, and the T=1 noise
+            is sampled from the ``noise`` RNG stream.
+          timesteps: ``T``; 1 is the single-step network, ``T > 1`` the multi-step network.
+          sample_noise: at ``T = 1``, sample the noise (``True``) or hold it at its mean
+            (``False``); ``None`` follows ``train``.
+          stateful: one step of the network run step by step, the potentials kept in the
+            ``neuron_state`` collection (the naive reference of the tests; ``timesteps`` 1).
+
+        Returns:
+          Logits ``[B, K]`` in float32.
+
+        Raises:
+          ValueError: an unknown ``activation``, ``x`` not 4-D, ``timesteps`` not an integer >= 1,
+            ``stateful`` with ``timesteps != 1``, or ``sample_noise=True`` in multi-step mode.
+        """
         T = _check_mode(self.activation, timesteps, stateful)
         if x.ndim != 4:
             raise ValueError(f"ResNet expects images [B, H, W, C]; got shape {tuple(x.shape)}")
@@ -305,34 +529,77 @@ class ResNet(_SNNBase):
 
 
 def vgg11(**kw) -> VGG:
-    """VGG-11 for 32x32 inputs."""
+    """VGG-11 for 32x32 inputs.
+
+    Args:
+      **kw: the other fields of :class:`VGG` (``num_classes``, ``activation``, ...).
+
+    Returns:
+      The unbound model.
+    """
     return VGG(stages=((64,), (128,), (256, 256), (512, 512), (512, 512)), **kw)
 
 
 def vgg16(**kw) -> VGG:
-    """VGG-16 for 32x32 inputs."""
+    """VGG-16 for 32x32 inputs.
+
+    Args:
+      **kw: the other fields of :class:`VGG` (``num_classes``, ``activation``, ...).
+
+    Returns:
+      The unbound model.
+    """
     return VGG(stages=((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)), **kw)
 
 
 def resnet18(**kw) -> ResNet:
-    """ResNet-18 (basic blocks 2-2-2-2); ``stem`` cifar (default) or imagenet."""
+    """ResNet-18 (basic blocks 2-2-2-2); ``stem`` cifar (default) or imagenet.
+
+    Args:
+      **kw: the other fields of :class:`ResNet` (``num_classes``, ``activation``, ...).
+
+    Returns:
+      The unbound model.
+    """
     return ResNet(stage_sizes=(2, 2, 2, 2), **kw)
 
 
 def resnet20(**kw) -> ResNet:
-    """ResNet-20 for CIFAR (basic blocks 3-3-3, widths 16-32-64)."""
+    """ResNet-20 for CIFAR (basic blocks 3-3-3, widths 16-32-64).
+
+    Args:
+      **kw: the other fields of :class:`ResNet` (``num_classes``, ``activation``, ...).
+
+    Returns:
+      The unbound model.
+    """
     return ResNet(stage_sizes=(3, 3, 3), widths=(16, 32, 64), **kw)
 
 
 def resnet34(**kw) -> ResNet:
-    """ResNet-34 (basic blocks 3-4-6-3)."""
+    """ResNet-34 (basic blocks 3-4-6-3).
+
+    Args:
+      **kw: the other fields of :class:`ResNet` (``num_classes``, ``activation``, ...).
+
+    Returns:
+      The unbound model.
+    """
     return ResNet(stage_sizes=(3, 4, 6, 3), **kw)
 
 
 def resnet50(**kw) -> ResNet:
-    """ResNet-50 (bottleneck blocks 3-4-6-3, widths x4)."""
+    """ResNet-50 (bottleneck blocks 3-4-6-3, widths x4).
+
+    Args:
+      **kw: the other fields of :class:`ResNet` (``num_classes``, ``activation``, ...).
+
+    Returns:
+      The unbound model.
+    """
     return ResNet(stage_sizes=(3, 4, 6, 3), bottleneck=True, **kw)
 
 
+#: The zoo's models by name (``config.model.name``), classes and constructors of unbound models.
 MODELS = {"mlp": MLP, "cnn": CNN, "vgg11": vgg11, "vgg16": vgg16, "resnet18": resnet18,
           "resnet20": resnet20, "resnet34": resnet34, "resnet50": resnet50}

@@ -22,9 +22,9 @@ import math
 import jax
 import jax.numpy as jnp
 
+from noisesnn_jax.contract import Array
 from noisesnn_jax.surrogate import DEFAULT_ALPHA, check_surrogate, heaviside
 
-Array = jax.Array
 RESETS = ("subtract", "zero")
 # Scans of at most this many steps are unrolled: XLA then fuses consecutive steps' element-wise
 # work (demo CNN, batch 64, CPU: T=4 inference 80 -> 42 ms, T=8 134 -> 107 ms; T=16 unrolled is
@@ -42,8 +42,11 @@ class Neuron:
       reset: ``"subtract"`` (soft reset, keeps the residual) or ``"zero"`` (hard reset).
       v_init: initial potential ``v_0``.
       surrogate: backward pass of the step function (``triangle``, ``atan``, ``sigmoid``,
-        ``rectangle``), used by BPTT through :func:`run`.
+        ``rectangle``), used by BPTT through :func:`~noisesnn_jax.neurons.run`.
       alpha: surrogate sharpness; ``None`` takes the surrogate's default.
+
+    Raises:
+      ValueError: a field is out of range or ``reset``/``surrogate`` is not known.
     """
 
     threshold: float = 1.0
@@ -79,20 +82,49 @@ class Neuron:
 
 
 def charge(neuron: Neuron, v: Array, x: Array) -> Array:
-    """Charged potential ``m = v + x`` (IF) or ``v + (x - v) / tau`` (LIF)."""
+    """Charged potential ``m = v + x`` (IF) or ``v + (x - v) / tau`` (LIF).
+
+    Args:
+      neuron: the dynamics.
+      v: potential after the previous step, any shape.
+      x: input current, broadcastable with ``v``.
+
+    Returns:
+      The charged potential ``m``.
+    """
     if neuron.tau is None:
         return v + x
     return v + (x - v) / neuron.tau
 
 
 def fire(neuron: Neuron, m: Array, threshold: Array | float | None = None) -> Array:
-    """Spike ``1[m >= theta]`` with the neuron's surrogate gradient."""
+    """Spike ``1[m >= theta]`` with the neuron's surrogate gradient.
+
+    Args:
+      neuron: the dynamics.
+      m: charged potential, any shape.
+      threshold: ``theta`` (a learnable array broadcastable with ``m``); ``None`` takes
+        ``neuron.threshold``.
+
+    Returns:
+      0/1 spikes of ``m``'s shape and dtype.
+    """
     theta = neuron.threshold if threshold is None else threshold
     return heaviside((m - theta) / theta, neuron.surrogate, neuron.surrogate_alpha)
 
 
 def reset(neuron: Neuron, m: Array, spike: Array, threshold: Array | float | None = None) -> Array:
-    """Potential after firing: ``m - theta*s`` (subtract) or ``m*(1 - s)`` (zero)."""
+    """Potential after firing: ``m - theta*s`` (subtract) or ``m*(1 - s)`` (zero).
+
+    Args:
+      neuron: the dynamics.
+      m: charged potential.
+      spike: the spikes fired from ``m``.
+      threshold: ``theta``; ``None`` takes ``neuron.threshold``.
+
+    Returns:
+      The potential after the reset.
+    """
     theta = neuron.threshold if threshold is None else threshold
     if neuron.reset == "subtract":
         return m - theta * spike
@@ -101,14 +133,34 @@ def reset(neuron: Neuron, m: Array, spike: Array, threshold: Array | float | Non
 
 def step(neuron: Neuron, v: Array, x: Array,
          threshold: Array | float | None = None) -> tuple[Array, Array]:
-    """One time step: ``(v_{t-1}, x_t) -> (v_t, s_t)``; ``threshold`` overrides ``neuron.threshold``."""
+    """One time step: ``(v_{t-1}, x_t) -> (v_t, s_t)``.
+
+    Args:
+      neuron: the dynamics.
+      v: potential ``v_{t-1}``, any shape.
+      x: input current ``x_t``, broadcastable with ``v``.
+      threshold: overrides ``neuron.threshold`` (``None``: the neuron's).
+
+    Returns:
+      ``(v_t, s_t)``: the potential after the reset and the 0/1 spikes.
+    """
     m = charge(neuron, v, x)
     s = fire(neuron, m, threshold)
     return reset(neuron, m, s, threshold), s
 
 
 def initial_potential(neuron: Neuron, like: Array, v0: Array | float | None = None) -> Array:
-    """``v_0`` broadcast to ``like``'s shape and dtype (``neuron.v_init`` when ``v0`` is None)."""
+    """``v_0`` broadcast to ``like``'s shape and dtype.
+
+    Args:
+      neuron: the dynamics.
+      like: an array of the potential's shape and dtype.
+      v0: the initial potential (a scalar or an array broadcastable to ``like``); ``None`` takes
+        ``neuron.v_init``.
+
+    Returns:
+      ``v_0`` of ``like``'s shape and dtype.
+    """
     value = neuron.v_init if v0 is None else v0
     return jnp.broadcast_to(jnp.asarray(value, like.dtype), like.shape)
 
@@ -117,8 +169,19 @@ def run(neuron: Neuron, xs: Array, v0: Array | float | None = None,
         threshold: Array | float | None = None, remat: bool = False) -> tuple[Array, Array]:
     """Run ``T`` steps under ``lax.scan``: ``xs [T, ...] -> (spikes [T, ...], v_T [...])``.
 
-    ``remat=True`` wraps each step in ``jax.checkpoint``: the backward pass recomputes a step's
-    internals from its saved potential (memory for BPTT, same values).
+    Args:
+      neuron: the dynamics.
+      xs: input currents, time-major ``[T, ...]``; a non-floating input is cast to float32.
+      v0: initial potential (see :func:`initial_potential`); ``None`` takes ``neuron.v_init``.
+      threshold: overrides ``neuron.threshold``.
+      remat: wrap each step in ``jax.checkpoint``: the backward pass recomputes a step's
+        internals from its saved potential (memory for BPTT, same values).
+
+    Returns:
+      ``(spikes [T, ...], v_T [...])``.
+
+    Raises:
+      ValueError: ``xs`` is a scalar (no time axis).
     """
     xs = jnp.asarray(xs)
     if xs.ndim < 1:
@@ -145,6 +208,21 @@ def run_constant(neuron: Neuron, x: Array, timesteps: int, v0: Array | float | N
     """Run ``T`` steps on a current held constant over time: ``x [...] -> (spikes [T, ...], v_T)``.
 
     Equal to ``run(neuron, broadcast(x, [T, ...]))`` without materializing ``T`` copies of ``x``.
+
+    Args:
+      neuron: the dynamics.
+      x: the input current ``[...]``, the same at every step; a non-floating input is cast to
+        float32.
+      timesteps: ``T``, the number of steps.
+      v0: initial potential; ``None`` takes ``neuron.v_init``.
+      threshold: overrides ``neuron.threshold``.
+      remat: wrap each step in ``jax.checkpoint`` (see :func:`run`).
+
+    Returns:
+      ``(spikes [T, ...], v_T [...])``.
+
+    Raises:
+      ValueError: ``timesteps < 1``.
     """
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):

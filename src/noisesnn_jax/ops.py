@@ -3,15 +3,15 @@ multiply-accumulates, and the energy estimate."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 
-from noisesnn_jax.contract import check_inputs
+from noisesnn_jax.contract import Array, SpikingModel, Variables, check_inputs
 
-Array = jax.Array
-Variables = dict[str, Any]
+if TYPE_CHECKING:
+    import flax.linen as nn
 
 
 # Energy per operation at 45 nm (Horowitz, ISSCC 2014), 32-bit float: accumulate and
@@ -22,12 +22,20 @@ ENERGY_AC_PJ = 0.9
 ENERGY_MAC_PJ = 4.6
 
 
-def connections(module: Any, a: Array) -> Array:
+def connections(module: nn.Conv | nn.Dense, a: Array) -> Array:
     """Synaptic events of a conv/dense ``module`` on input ``a``: the number of
     (input element, output element) connections whose input is nonzero, summed over the batch
     (and over time: ``a`` may be ``[T, B, ...]``).
 
     With ``a`` all ones this is the layer's multiply-accumulate count (borders and strides exact).
+
+    Args:
+      module: a 2-D ``nn.Conv`` (``a`` channels-last) or an ``nn.Dense``.
+      a: the layer's input: ``[B, H, W, C]`` or ``[T, B, H, W, C]`` for a conv, ``[..., F]`` for a
+        dense layer.
+
+    Returns:
+      The number of events, a float32 scalar.
     """
     import flax.linen as nn
 
@@ -37,10 +45,20 @@ def connections(module: Any, a: Array) -> Array:
     return _reach(module, mask)
 
 
-def fanout(module: Any, example_shape: tuple[int, ...]) -> Array:
-    """The synapses each input element of a conv/dense ``module`` drives, for one example of shape
-    ``example_shape`` (borders and strides exact): the gradient of :func:`connections` with
-    respect to its input mask. ``sum(mask * fanout)`` is the layer's events on ``mask``."""
+def fanout(module: nn.Conv | nn.Dense, example_shape: tuple[int, ...]) -> Array:
+    """The synapses each input element of a conv/dense ``module`` drives (borders and strides exact).
+
+    The gradient of :func:`connections` with respect to its input mask: ``sum(mask * fanout)``
+    is the layer's events on ``mask``.
+
+    Args:
+      module: a 2-D ``nn.Conv`` or an ``nn.Dense``.
+      example_shape: one example's input shape: ``(H, W, C)`` for a conv, ``(F,)`` for a dense
+        layer.
+
+    Returns:
+      The fan-out of each input element, of shape ``example_shape``.
+    """
     ones = jnp.ones((1,) + tuple(example_shape), jnp.float32)
     return jax.grad(lambda a: _reach(module, a))(ones)[0]
 
@@ -59,7 +77,7 @@ def _reach(module: Any, mask: Array) -> Array:
     return jnp.sum(reach) * module.features
 
 
-def count_ops(model: Any, variables: Variables, images: Array, timesteps: int = 1) -> dict[str, Any]:
+def count_ops(model: SpikingModel, variables: Variables, images: Array, timesteps: int = 1) -> dict[str, Any]:
     """Operations per image: synaptic operations (accumulates) of the SNN at ``timesteps`` against
     the multiply-accumulates of the same network as an ANN, and the energy estimate.
 
@@ -67,6 +85,22 @@ def count_ops(model: Any, variables: Variables, images: Array, timesteps: int = 
     step). Every later layer sees spikes: one accumulate per nonzero input per connection, summed
     over the ``T`` steps. Energy: ``0.9 pJ`` per accumulate, ``4.6 pJ`` per MAC (45 nm,
     Horowitz 2014); neuron updates and memory traffic are not counted.
+
+    Args:
+      model: the model (:class:`~noisesnn_jax.contract.SpikingModel`).
+      variables: its variables.
+      images: the images ``[B, ...]`` the spikes are counted on.
+      timesteps: ``T`` of the spiking network.
+
+    Returns:
+      A JSON-serializable report: ``timesteps``, ``images``, ``layers`` (each conv/dense
+      layer's ``macs`` and ``sops`` per image), ``sops``, ``first_layer_macs``, ``ann_macs``,
+      ``snn_energy_uj``, ``ann_energy_uj``, ``energy_ratio`` and the energy ``constants``.
+
+    Raises:
+      TypeError: ``model`` does not follow the model contract.
+      ValueError: invalid ``timesteps`` or ``images``, or a model whose output is not
+        ``[B, K]`` (:func:`noisesnn_jax.contract.check_inputs`).
     """
     import flax.linen as nn
 

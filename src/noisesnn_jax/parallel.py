@@ -21,18 +21,39 @@ DATA_AXIS = "data"
 
 
 def make_mesh(devices: list | None = None) -> Mesh:
-    """A 1-D mesh named ``data`` over ``devices`` (default: all devices of all processes)."""
+    """A 1-D mesh whose one axis is named ``data``.
+
+    Args:
+      devices: the devices; ``None`` takes all devices of all processes (``jax.devices()``).
+
+    Returns:
+      The mesh.
+    """
     devices = jax.devices() if devices is None else devices
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
-    """Sharding that keeps a full copy on every device."""
+    """Sharding that keeps a full copy on every device.
+
+    Args:
+      mesh: the data mesh (:func:`make_mesh`).
+
+    Returns:
+      The replicated sharding.
+    """
     return NamedSharding(mesh, P())
 
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
-    """Sharding that splits the leading (batch) axis over the ``data`` axis."""
+    """Sharding that splits the leading (batch) axis over the ``data`` axis.
+
+    Args:
+      mesh: the data mesh (:func:`make_mesh`).
+
+    Returns:
+      The batch sharding.
+    """
     return NamedSharding(mesh, P(DATA_AXIS))
 
 
@@ -41,6 +62,13 @@ def replicate(mesh: Mesh, tree: Any) -> Any:
 
     A leaf on this process's devices only (a fresh or restored state) goes through the host, so
     that every process contributes its own copy: JAX does not move device arrays across hosts.
+
+    Args:
+      mesh: the data mesh.
+      tree: any pytree of arrays (a train state, variables).
+
+    Returns:
+      The same pytree with every leaf replicated over ``mesh``.
     """
     sharding = replicated(mesh)
 
@@ -56,7 +84,17 @@ def replicate(mesh: Mesh, tree: Any) -> Any:
 
 
 def process_slice(global_batch_size: int) -> slice:
-    """The rows of a global batch that this process loads (contiguous, equal shares)."""
+    """The rows of a global batch that this process loads (contiguous, equal shares).
+
+    Args:
+      global_batch_size: the batch size over all processes.
+
+    Returns:
+      This process's slice of the global batch's rows.
+
+    Raises:
+      ValueError: the batch size is not divisible by the number of processes.
+    """
     n = jax.process_count()
     if global_batch_size % n:
         raise ValueError(f"batch size {global_batch_size} is not divisible by {n} processes")
@@ -65,19 +103,45 @@ def process_slice(global_batch_size: int) -> slice:
 
 
 def global_batch(mesh: Mesh, local: np.ndarray) -> jax.Array:
-    """Stitch each process's rows into one global array sharded over ``data``."""
+    """Stitch each process's rows into one global array sharded over ``data``.
+
+    Args:
+      mesh: the data mesh.
+      local: this process's rows ``[B / processes, ...]`` (:func:`process_slice`).
+
+    Returns:
+      The global batch ``[B, ...]``, sharded along its first axis.
+    """
     return jax.make_array_from_process_local_data(batch_sharded(mesh), np.asarray(local))
 
 
 def shard_train_step(mesh: Mesh, step: Callable, donate: bool = True) -> Callable:
-    """``jit`` a ``step(state, images, labels, key) -> (state, metrics)`` for the mesh."""
+    """``jit`` a ``step(state, images, labels, key) -> (state, metrics)`` for the mesh.
+
+    Args:
+      mesh: the data mesh.
+      step: the train step; ``images`` and ``labels`` are sharded over ``data``, the state, the
+        key and both outputs replicated.
+      donate: donate the input state's buffers to the output state.
+
+    Returns:
+      The jitted step.
+    """
     repl, data = replicated(mesh), batch_sharded(mesh)
     return jax.jit(step, in_shardings=(repl, data, data, repl), out_shardings=(repl, repl),
                    donate_argnums=(0,) if donate else ())
 
 
 def check_divisible(batch_size: int, mesh: Mesh) -> None:
-    """Raise a clear error when the global batch does not split evenly over the devices."""
+    """Check that the global batch splits evenly over the mesh's devices.
+
+    Args:
+      batch_size: the global batch size.
+      mesh: the data mesh.
+
+    Raises:
+      ValueError: ``batch_size`` is not a multiple of the number of devices.
+    """
     n = mesh.devices.size
     if batch_size % n:
         raise ValueError(f"batch size {batch_size} is not divisible by the {n} devices of the mesh; "

@@ -18,8 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-Variables = dict[str, Any]
-
+from noisesnn_jax.contract import Array, SpikingModel, Variables
 
 # One core's L2 cache where the machine does not say (see :func:`cache_bytes`).
 _DEFAULT_L2_BYTES = 2 * 2 ** 20
@@ -27,8 +26,14 @@ _DEFAULT_L2_BYTES = 2 * 2 ** 20
 
 @functools.lru_cache(maxsize=1)
 def cache_bytes() -> int:
-    """The L2 cache of the cores this process runs on, in bytes: one core's L2 (Linux sysfs, else
-    2 MiB) times the usable cores, since XLA splits a CPU computation over all of them."""
+    """The L2 cache of the cores this process runs on, in bytes.
+
+    One core's L2 (Linux sysfs, else 2 MiB) times the usable cores, since XLA splits a CPU
+    computation over all of them. Read once per process.
+
+    Returns:
+      The cache size in bytes.
+    """
     per_core = _DEFAULT_L2_BYTES
     base = "/sys/devices/system/cpu/cpu0/cache"
 
@@ -88,7 +93,7 @@ def _row_bytes(model: Any, variables: Variables, shape: tuple[int, ...], dtype: 
     return _ROW_BYTES[key]
 
 
-def microbatch_size(model: Any, variables: Variables, images: Any, timesteps: int,
+def microbatch_size(model: SpikingModel, variables: Variables, images: Array | np.ndarray, timesteps: int,
                     backend: str | None = None) -> int:
     """How many images one piece of a multi-step inference batch holds (the whole batch: no split).
 
@@ -98,6 +103,16 @@ def microbatch_size(model: Any, variables: Variables, images: Any, timesteps: in
     cache instead of memory. Each piece computes exactly what the whole batch does (images are
     independent at inference). A size that divides the batch is preferred when it is at least half
     the largest that fits (equal pieces, no remainder to compile). Accelerators take the batch whole.
+
+    Args:
+      model: the model (:class:`~noisesnn_jax.contract.SpikingModel`).
+      variables: its variables (only their shapes and dtypes are read).
+      images: the batch ``[B, ...]`` (only its shape and dtype are read).
+      timesteps: ``T``.
+      backend: the platform the batch runs on; ``None`` takes ``jax.default_backend()``.
+
+    Returns:
+      Images per piece, between 1 and ``B`` (``B`` off the CPU).
     """
     batch = int(images.shape[0])
     if (backend or jax.default_backend()) != "cpu" or batch <= 1:

@@ -22,10 +22,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from noisesnn_jax.contract import Array
 from noisesnn_jax.neurons import Neuron, charge
 from noisesnn_jax.surrogate import heaviside
 
-Array = jax.Array
 SAMPLERS = ("reparam", "uniform16", "hash")
 _SQRT3 = math.sqrt(3.0)
 _LOGISTIC_SCALE = _SQRT3 / math.pi  # logistic scale with unit variance
@@ -51,8 +51,11 @@ class Noise:
         uniform ``u``, two per 32-bit random word: the same Bernoulli distribution up to a
         ``2**-16`` rounding of the probability, the same gradient, and half the random bits.
         ``hash`` fires on ``u < P(fire | x)`` with a 24-bit ``u`` from a counter-based integer
-        hash of the element index and a seed drawn from the key (:func:`hash_uniform`): not a
+        hash of the element index and a seed drawn from the key (:func:`~noisesnn_jax.spikes.hash_uniform`): not a
         cryptographic generator, but fused into the spike and nearly free.
+
+    Raises:
+      ValueError: an unknown ``kind`` or ``sampler``, a non-finite ``mean``, or ``std <= 0``.
     """
 
     kind: str = "triangular"
@@ -78,8 +81,13 @@ class Noise:
 
 @dataclasses.dataclass(frozen=True)
 class Distribution:
-    """A standardized noise distribution (mean 0, variance 1): how to draw ``eps``, its density
-    ``p`` and its distribution function ``F``; ``pdf``/``cdf`` are None for the deterministic kind."""
+    """A standardized noise distribution (mean 0, variance 1).
+
+    Attributes:
+      sample: ``(key, shape, dtype) -> eps`` of that shape and dtype.
+      pdf: the density ``p(z)``; ``None`` for the deterministic kind.
+      cdf: the distribution function ``F(z) = P(eps <= z)``; ``None`` for the deterministic kind.
+    """
 
     sample: Callable[[Array, tuple[int, ...], Any], Array]
     pdf: Callable[[Array], Array] | None
@@ -118,6 +126,7 @@ def _logistic_pdf(z: Array) -> Array:
     return s * (1.0 - s) / _LOGISTIC_SCALE
 
 
+#: The standardized noise distributions by kind (see :class:`Noise`).
 DISTRIBUTIONS: dict[str, Distribution] = {
     "gaussian": Distribution(
         sample=lambda key, shape, dtype: jax.random.normal(key, shape, dtype),
@@ -150,17 +159,52 @@ def _distribution(kind: str, need: str = "") -> Distribution:
 
 
 def sample_standard(kind: str, key: Array, shape: tuple[int, ...], dtype=jnp.float32) -> Array:
-    """Draw ``eps`` with zero mean and unit variance from the standardized ``kind``."""
+    """Draw ``eps`` with zero mean and unit variance from the standardized ``kind``.
+
+    Args:
+      kind: a noise kind (:data:`NOISE_KINDS`); ``none`` gives zeros.
+      key: the PRNG key.
+      shape: the shape of ``eps``.
+      dtype: its floating dtype.
+
+    Returns:
+      ``eps`` of ``shape`` and ``dtype``.
+
+    Raises:
+      ValueError: ``kind`` is not known.
+    """
     return _distribution(kind).sample(key, shape, dtype)
 
 
 def standard_pdf(kind: str, z: Array) -> Array:
-    """Density ``p(z)`` of the standardized noise."""
+    """Density ``p(z)`` of the standardized noise.
+
+    Args:
+      kind: a random noise kind (not ``none``).
+      z: the points, any shape.
+
+    Returns:
+      ``p(z)``, of ``z``'s shape.
+
+    Raises:
+      ValueError: ``kind`` is not known or has no density (``none``).
+    """
     return _distribution(kind, "pdf").pdf(z)
 
 
 def standard_cdf(kind: str, z: Array) -> Array:
-    """Distribution function ``F(z) = P(eps <= z)`` of the standardized noise."""
+    """Distribution function ``F(z) = P(eps <= z)`` of the standardized noise.
+
+    Args:
+      kind: a random noise kind (not ``none``).
+      z: the points, any shape.
+
+    Returns:
+      ``F(z)``, of ``z``'s shape.
+
+    Raises:
+      ValueError: ``kind`` is not known or has no distribution function (``none``).
+    """
     return _distribution(kind, "cdf").cdf(z)
 
 
@@ -182,7 +226,15 @@ _fire_on_margin.defvjp(_fire_fwd, _fire_bwd)
 
 
 def uniform16(key: Array, shape: tuple[int, ...]) -> Array:
-    """Uniform integers in ``[0, 65536)`` as float32, two per 32-bit random word."""
+    """Uniform integers in ``[0, 65536)`` as float32, two per 32-bit random word.
+
+    Args:
+      key: the PRNG key.
+      shape: the output shape.
+
+    Returns:
+      float32 integers of ``shape``.
+    """
     n = math.prod(shape)
     words = jax.random.bits(key, ((n + 1) // 2,), jnp.uint32)
     halves = jnp.concatenate([words & 0xFFFF, words >> 16])[:n]
@@ -202,6 +254,13 @@ def hash_uniform(key: Array, shape: tuple[int, ...]) -> Array:
     """Uniform integers in ``[0, 2**24)`` as float32: ``mix(mix(index + seed) ^ seed2) >> 8``.
 
     Counter-based: element ``i`` depends only on ``(key, i)``; two 32-bit seeds come from the key.
+
+    Args:
+      key: the PRNG key.
+      shape: the output shape; elements are indexed in row-major order.
+
+    Returns:
+      float32 integers of ``shape``.
     """
     seeds = jax.random.bits(key, (2,), jnp.uint32)
     n = math.prod(shape)
@@ -212,7 +271,20 @@ def hash_uniform(key: Array, shape: tuple[int, ...]) -> Array:
 
 def expected_spike(noise: Noise, x: Array, threshold: Array | float = 1.0,
                    std: Array | float | None = None) -> Array:
-    """Firing probability ``E[s] = 1 - F((theta*(1 - mu) - x) / (theta*sigma))``."""
+    """Firing probability ``E[s] = 1 - F((theta*(1 - mu) - x) / (theta*sigma))`` of an IF neuron.
+
+    Args:
+      noise: the noise distribution (a random kind).
+      x: input current, any shape.
+      threshold: ``theta``, a scalar or an array broadcastable with ``x``.
+      std: overrides ``noise.std``.
+
+    Returns:
+      The probability, of ``x``'s shape.
+
+    Raises:
+      ValueError: the noise kind has no distribution function (``none``).
+    """
     sigma = noise.std if std is None else std
     z = (threshold * (1.0 - noise.mean) - x) / (threshold * sigma)
     return 1.0 - standard_cdf(noise.kind, z)
@@ -237,6 +309,9 @@ def noisy_spike(neuron: Neuron, noise: Noise, x: Array, key: Array | None = None
       ``none``, the neuron's named surrogate of ``(x + theta*mu - theta) / theta``. A LIF neuron
       charges the noisy potential like its multi-step self, ``m = n + (x - n)/tau``, so the noise
       enters scaled by ``1 - 1/tau`` and the current by ``1/tau``.
+
+    Raises:
+      ValueError: ``sample`` with random noise and no ``key``.
     """
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):

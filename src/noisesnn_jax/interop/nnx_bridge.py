@@ -18,20 +18,31 @@ back the Linen variables (for evaluation, checkpoints, export).
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 from flax import nnx
 from flax.nnx import bridge
 
-Variables = dict[str, Any]
+from noisesnn_jax.contract import Array, SpikingModel, Variables
+
 COLLECTIONS = {"params": nnx.Param, "batch_stats": nnx.BatchStat}
 
 
-def to_nnx(model: Any, example: Any, *, rngs: nnx.Rngs, variables: Variables | None = None) -> bridge.ToNNX:
-    """``model`` (a Linen module) as an NNX module, initialized on ``example`` ``[B, ...]`` from
-    ``rngs`` (streams ``params``, and ``noise`` for training), or holding ``variables`` (Linen
-    ``{"params": ..., "batch_stats": ...}``, e.g. a trained run's) when given."""
+def to_nnx(model: SpikingModel, example: Array, *, rngs: nnx.Rngs, variables: Variables | None = None) -> bridge.ToNNX:
+    """``model`` (a Linen module) as an NNX module.
+
+    Args:
+      model: the Linen model (:class:`~noisesnn_jax.contract.SpikingModel`).
+      example: an input batch ``[B, ...]`` to initialize it on.
+      rngs: the NNX random streams: ``params``, and ``noise`` for training.
+      variables: Linen variables ``{"params": ..., "batch_stats": ...}`` to hold instead of the
+        initial ones (e.g. a trained run's); ``None`` keeps the initialization.
+
+    Returns:
+      The wrapped model, called like the Linen one (``net(x, timesteps=8)``).
+
+    Raises:
+      ValueError: ``variables`` names a variable the model lacks, or one of another shape.
+    """
     net = bridge.ToNNX(model, rngs=rngs)
     bridge.lazy_init(net, example)
     if variables is not None:
@@ -65,7 +76,14 @@ def _merge(pure: dict, variables: Variables) -> dict:
 
 
 def linen_variables(net: bridge.ToNNX) -> Variables:
-    """The Linen variables ``{"params": ..., "batch_stats": ...}`` of a wrapped model."""
+    """The Linen variables of a wrapped model.
+
+    Args:
+      net: a model wrapped by :func:`to_nnx`.
+
+    Returns:
+      ``{"params": ..., "batch_stats": ...}`` (the collections it has).
+    """
     out = {}
     for collection, kind in COLLECTIONS.items():
         tree = nnx.to_pure_dict(nnx.state(net, kind))

@@ -1,24 +1,26 @@
 """Checkpoints (orbax): save, restore the newest readable one, refuse a different config,
-and reopen a trained workdir (:func:`load_run`)."""
+and reopen a trained workdir (:func:`~noisesnn_jax.run.checkpoint.load_run`)."""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import serialization
 
+from noisesnn_jax.contract import SpikingModel, Variables
 from noisesnn_jax.data import Dataset, dataset_from_config, default_image_size, steps_per_epoch
 from noisesnn_jax.errors import CheckpointError, ConfigError
 from noisesnn_jax.run import config as config_lib
 from noisesnn_jax.run.state import TrainState, build_model, learning_rate_schedule, variable_shapes
 
-Array = jax.Array
-Variables = dict[str, Any]
+if TYPE_CHECKING:
+    import orbax.checkpoint
 
 
 # Config groups that define the network and its data: a checkpoint is only resumed or evaluated
@@ -30,24 +32,51 @@ IDENTITY_GROUPS = ("dataset", "model", "neuron", "noise")
 NOT_IDENTITY = {("dataset", "data_dir"), ("dataset", "workers")}
 
 
-def open_manager(workdir: str, keep: int = 3, create: bool = True):
+def open_manager(workdir: str, keep: int = 3, create: bool = True) -> orbax.checkpoint.CheckpointManager:
+    """The orbax checkpoint manager of ``workdir/checkpoints``.
+
+    Args:
+      workdir: the training workdir.
+      keep: the most checkpoints kept (older ones are deleted).
+      create: create the folder if missing.
+
+    Returns:
+      The manager; close it when done.
+    """
     import orbax.checkpoint as ocp
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
     return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
                                  options=options)
 
 
-def save_checkpoint(manager, state: TrainState) -> None:
-    """Save ``state`` at its step (blocking until written)."""
+def save_checkpoint(manager: orbax.checkpoint.CheckpointManager, state: TrainState) -> None:
+    """Save ``state`` at its step (blocking until written).
+
+    Args:
+      manager: the workdir's manager (:func:`open_manager`).
+      state: the train state.
+    """
     import orbax.checkpoint as ocp
     manager.save(int(state.step), args=ocp.args.StandardSave(serialization.to_state_dict(state)))
     manager.wait_until_finished()
 
 
-def restore_checkpoint(manager, state: TrainState, log=print) -> TrainState | None:
-    """Restore the newest readable checkpoint into ``state``'s structure; None if there is none.
+def restore_checkpoint(manager: orbax.checkpoint.CheckpointManager, state: TrainState,
+                       log: Callable[[str], object] = print) -> TrainState | None:
+    """Restore the newest readable checkpoint into ``state``'s structure.
 
     A corrupt or incompatible newest checkpoint is reported and the previous one is tried.
+
+    Args:
+      manager: the workdir's manager.
+      state: a state of the run's structure (shapes and dtypes).
+      log: prints a warning for each unreadable checkpoint.
+
+    Returns:
+      The restored state; ``None`` if there is no checkpoint.
+
+    Raises:
+      CheckpointError: no checkpoint can be restored into ``state``.
     """
     import orbax.checkpoint as ocp
     target = serialization.to_state_dict(state)
@@ -56,9 +85,22 @@ def restore_checkpoint(manager, state: TrainState, log=print) -> TrainState | No
     return None if restored is None else serialization.from_state_dict(state, restored)
 
 
-def restore_variables(manager, abstract: dict[str, Any], log=print) -> tuple[dict[str, Any], int] | None:
+def restore_variables(manager: orbax.checkpoint.CheckpointManager, abstract: Variables,
+                      log: Callable[[str], object] = print) -> tuple[Variables, int] | None:
     """Only the model variables (``params``, ``batch_stats``) of the newest readable checkpoint, and
-    its step: evaluation needs no optimizer state. ``abstract`` gives their shapes and dtypes."""
+    its step: evaluation needs no optimizer state.
+
+    Args:
+      manager: the workdir's manager.
+      abstract: the variables' shapes and dtypes (:func:`noisesnn_jax.run.state.variable_shapes`).
+      log: prints a warning for each unreadable checkpoint.
+
+    Returns:
+      ``(variables, step)``; ``None`` if there is no checkpoint.
+
+    Raises:
+      CheckpointError: no checkpoint can be restored.
+    """
     import orbax.checkpoint as ocp
     abstract = {k: v for k, v in abstract.items() if v}  # a model without batch norm has no batch_stats
     target = {**abstract, "step": jax.ShapeDtypeStruct((), jnp.int32)}
@@ -97,7 +139,19 @@ def _identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def check_compatible(saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict,
                      workdir: str) -> None:
-    """Refuse to resume a workdir whose checkpoint came from a different model or dataset."""
+    """Refuse to resume a workdir whose checkpoint came from a different model or dataset.
+
+    Compares the ``dataset``, ``model``, ``neuron`` and ``noise`` groups, except where the data
+    lives and how many threads read it.
+
+    Args:
+      saved: the workdir's config.
+      config: the config of the run that resumes it.
+      workdir: the workdir (named in the message).
+
+    Raises:
+      CheckpointError: the configs differ (the message names up to four differences).
+    """
     a, b = _identity(saved), _identity(config)
     diffs = []
     for g in IDENTITY_GROUPS:
@@ -116,7 +170,17 @@ SCHEDULE_FIELDS = ("epochs", "batch_size", "learning_rate", "schedule", "warmup_
 def schedule_changes(saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict, step: int,
                      num_train: int) -> list[str]:
     """Lines that state how a resumed run's learning-rate schedule changed (more epochs, another
-    rate): the schedule is rebuilt for the new settings, so the rate at ``step`` jumps."""
+    rate): the schedule is rebuilt for the new settings, so the rate at ``step`` jumps.
+
+    Args:
+      saved: the workdir's config.
+      config: the config of the run that resumes it.
+      step: the step it resumes at.
+      num_train: the number of training examples.
+
+    Returns:
+      One note, or none when the schedule's settings are unchanged.
+    """
     changed = [f"train.{k} {saved.train.get(k)!r} -> {config.train.get(k)!r}" for k in SCHEDULE_FIELDS
                if saved.train.get(k) != config.train.get(k)]
     if not changed:
@@ -130,17 +194,44 @@ def schedule_changes(saved: ml_collections.ConfigDict, config: ml_collections.Co
             f"old schedule, resume with the saved values"]
 
 
-def load_run(workdir: str, log=print, data_dir: str | None = None) -> tuple[ml_collections.ConfigDict, Any,
-                                                                           dict[str, Any], Dataset]:
-    """Config, model, trained variables and dataset of a training ``workdir`` (``data_dir``
-    overrides where a TFDS dataset is read from)."""
+def load_run(workdir: str, log: Callable[[str], object] = print,
+             data_dir: str | None = None) -> tuple[ml_collections.ConfigDict, SpikingModel, Variables, Dataset]:
+    """Config, model, trained variables and dataset of a training ``workdir``.
+
+    Args:
+      workdir: the training workdir.
+      log: prints a warning for each unreadable checkpoint.
+      data_dir: overrides where a TFDS dataset is read from; ``None`` keeps the config's.
+
+    Returns:
+      ``(config, model, variables, dataset)``.
+
+    Raises:
+      CheckpointError: no workdir, config or readable checkpoint.
+      ConfigError: an invalid saved config.
+      DataError: the dataset cannot be loaded.
+    """
     config, model, variables, ds, _ = restore_run(workdir, log, data_dir)
     return config, model, variables, ds
 
 
-def restore_run(workdir: str, log=print, data_dir: str | None = None):
-    """:func:`load_run` and the step of the checkpoint it restored: ``(config, model, variables,
-    dataset, step)``."""
+def restore_run(workdir: str, log: Callable[[str], object] = print, data_dir: str | None = None
+                ) -> tuple[ml_collections.ConfigDict, SpikingModel, Variables, Dataset, int]:
+    """:func:`load_run` and the step of the checkpoint it restored.
+
+    Args:
+      workdir: the training workdir.
+      log: prints a warning for each unreadable checkpoint.
+      data_dir: overrides where a TFDS dataset is read from; ``None`` keeps the config's.
+
+    Returns:
+      ``(config, model, variables, dataset, step)``.
+
+    Raises:
+      CheckpointError: no workdir, config or readable checkpoint.
+      ConfigError: an invalid saved config.
+      DataError: the dataset cannot be loaded.
+    """
     cfg_path = os.path.join(workdir, "config.json")
     if not os.path.isdir(workdir):
         raise CheckpointError(f"workdir {workdir!r} does not exist; train first with "

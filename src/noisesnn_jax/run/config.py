@@ -29,7 +29,14 @@ SCHEDULES = ("cosine", "constant")
 
 
 def get_config() -> ml_collections.ConfigDict:
-    """Defaults: small CNN on ``mnist5k``, T=1 training with ``spikes.Noise()``'s noise (triangular)."""
+    """The default config: a small CNN on ``mnist5k``, T=1 training with ``spikes.Noise()``'s noise.
+
+    Groups: ``method``, ``seed``, ``dataset``, ``model``, ``neuron``, ``noise``, ``train``,
+    ``convert`` and ``eval`` (the comments of this function say what each field means).
+
+    Returns:
+      A new config.
+    """
     c = ml_collections.ConfigDict()
     # noisy: T=1 training with noise (this library's method); bptt: spike-based BP through T
     # steps (train.timesteps); convert: ReLU ANN + threshold balancing; qcfs: QCFS ANN; clip: the
@@ -81,7 +88,17 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
-    """Run ``get_config()`` of the Python file at ``path``."""
+    """Run ``get_config()`` of the Python file at ``path``.
+
+    Args:
+      path: a Python file that defines ``get_config()`` (e.g. ``experiments/configs/mnist5k.py``).
+
+    Returns:
+      Its config (not validated: :func:`validate`).
+
+    Raises:
+      ConfigError: the file is missing, fails to load, or has no ``get_config``.
+    """
     if not os.path.exists(path):
         raise ConfigError(f"config file {path!r} not found; pass an existing file such as "
                           f"experiments/configs/mnist5k.py")
@@ -104,7 +121,20 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
-    """Set ``config.<key>`` from a command-line string; unknown keys and wrong types are errors."""
+    """Set ``config.<key>`` from a command-line string.
+
+    The string is parsed as a Python literal (else kept as a string) and checked against the
+    field's current type: a number for a tuple field becomes a one-element tuple, an int for a
+    float field a float, and a string field takes the text as it is.
+
+    Args:
+      config: the config, changed in place.
+      key: the dotted field name, e.g. ``train.epochs``.
+      text: the value as typed.
+
+    Raises:
+      ConfigError: an unknown key, a group instead of a field, or a value of the wrong type.
+    """
     parts = key.split(".")
     node = config
     for i, part in enumerate(parts):
@@ -139,7 +169,19 @@ def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> No
 
 
 def apply_overrides(config: ml_collections.ConfigDict, args: list[str]) -> ml_collections.ConfigDict:
-    """Apply ``--config.a.b=value`` (or ``--config.a.b value``) arguments in order."""
+    """Apply ``--config.a.b=value`` (or ``--config.a.b value``) arguments in order.
+
+    Args:
+      config: the config, changed in place.
+      args: the command-line arguments.
+
+    Returns:
+      ``config``.
+
+    Raises:
+      ConfigError: an argument that is not an override, one without a value, or as
+        :func:`apply_override`.
+    """
     i = 0
     while i < len(args):
         arg = args[i]
@@ -168,7 +210,17 @@ def _positive(x: Any) -> bool:
 
 
 def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Check every value a user can set; raise :class:`ConfigError` naming the field and the fix."""
+    """Check every value a user can set.
+
+    Args:
+      c: the config.
+
+    Returns:
+      ``c``, unchanged.
+
+    Raises:
+      ConfigError: the first invalid value, naming the field and the fix.
+    """
     _require(isinstance(c.seed, int) and not isinstance(c.seed, bool) and c.seed >= 0, "seed", c.seed,
              "it must be an integer >= 0")
     _require(c.method in METHODS, "method", c.method, f"choose one of {list(METHODS)}")
@@ -262,12 +314,29 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def to_json(c: ml_collections.ConfigDict) -> str:
-    """The config as sorted JSON (tuples become lists)."""
+    """The config as sorted JSON (tuples become lists).
+
+    Args:
+      c: the config.
+
+    Returns:
+      The JSON text.
+    """
     return json.dumps(c.to_dict(), sort_keys=True, indent=1)
 
 
 def from_json(text: str) -> ml_collections.ConfigDict:
-    """Inverse of :func:`to_json` onto the defaults (lists become tuples)."""
+    """Inverse of :func:`to_json` onto the defaults (lists become tuples).
+
+    Fields the JSON lacks keep their defaults (:func:`get_config`), so an older run's config
+    reads into the current layout.
+
+    Args:
+      text: the JSON text.
+
+    Returns:
+      The config (not validated).
+    """
     def fix(v):
         if isinstance(v, list):
             return tuple(v)

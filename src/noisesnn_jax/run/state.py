@@ -11,17 +11,24 @@ import ml_collections
 import optax
 from flax.training import train_state
 
+from noisesnn_jax.contract import Array, SpikingModel, Variables
 from noisesnn_jax.errors import ConfigError
 from noisesnn_jax.models import MODELS
 from noisesnn_jax.neurons import Neuron
 from noisesnn_jax.spikes import Noise
 
-Array = jax.Array
-Variables = dict[str, Any]
-
 
 class TrainState(train_state.TrainState):
-    """Optax train state plus batch-norm statistics."""
+    """Optax train state plus batch-norm statistics.
+
+    Attributes:
+      step: optimizer steps taken.
+      apply_fn: the model's ``apply``.
+      params: the model's ``params``.
+      tx: the optax optimizer.
+      opt_state: its state.
+      batch_stats: the model's ``batch_stats``, any pytree (``{}`` without batch norm).
+    """
 
     batch_stats: Any = None
 
@@ -30,8 +37,21 @@ class TrainState(train_state.TrainState):
 ANN_ACTIVATIONS = {"convert": "relu", "qcfs": "qcfs", "clip": "clip"}
 
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int) -> Any:
-    """The Flax model that ``config.model``, ``config.neuron`` and ``config.noise`` describe."""
+def build_model(config: ml_collections.ConfigDict, num_classes: int) -> SpikingModel:
+    """The Flax model that ``config.model``, ``config.neuron`` and ``config.noise`` describe.
+
+    The methods that train an ANN (``convert``, ``qcfs``, ``clip``) get its activation.
+
+    Args:
+      config: a run's config (:func:`noisesnn_jax.run.config.get_config`).
+      num_classes: ``K``.
+
+    Returns:
+      The unbound model of :data:`noisesnn_jax.models.MODELS`.
+
+    Raises:
+      ConfigError: invalid neuron or noise settings.
+    """
     m, n, z = config.model, config.neuron, config.noise
     try:
         neuron = Neuron(threshold=float(n.threshold), tau=None if not n.tau else float(n.tau),
@@ -59,8 +79,19 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> Any:
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int,
                            steps_per_epoch: int = 0) -> optax.Schedule:
-    """``step -> learning rate``: a linear warm-up from 0 over ``train.warmup_epochs`` epochs of
-    ``steps_per_epoch`` steps, then cosine decay to 0 at ``total_steps`` (or constant)."""
+    """``step -> learning rate`` of ``config.train``.
+
+    A linear warm-up from 0 over ``train.warmup_epochs`` epochs, then cosine decay to 0 at
+    ``total_steps`` (``train.schedule="cosine"``) or the constant rate.
+
+    Args:
+      config: a run's config.
+      total_steps: the run's number of steps.
+      steps_per_epoch: steps of one epoch (0: no warm-up).
+
+    Returns:
+      The schedule.
+    """
     t = config.train
     warmup = int(round(float(t.get("warmup_epochs", 0)) * steps_per_epoch))
     warmup = min(warmup, max(total_steps - 1, 0))
@@ -75,7 +106,19 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int,
 
 def make_optimizer(config: ml_collections.ConfigDict, total_steps: int,
                    steps_per_epoch: int = 0) -> optax.GradientTransformation:
-    """Optimizer from ``config.train`` with :func:`learning_rate_schedule`."""
+    """Optimizer from ``config.train`` with :func:`learning_rate_schedule`.
+
+    ``adam`` (weight decay added to the gradient when set), ``adamw``, else SGD with Nesterov
+    momentum and weight decay.
+
+    Args:
+      config: a run's config.
+      total_steps: the run's number of steps.
+      steps_per_epoch: steps of one epoch (for the warm-up).
+
+    Returns:
+      The optimizer.
+    """
     t = config.train
     lr = learning_rate_schedule(config, total_steps, steps_per_epoch)
     if t.schedule == "constant" and not float(t.get("warmup_epochs", 0)):
@@ -91,9 +134,19 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int,
                        optax.sgd(lr, momentum=t.momentum, nesterov=True))
 
 
-def create_state(model: Any, tx: optax.GradientTransformation, input_shape: tuple[int, ...],
+def create_state(model: SpikingModel, tx: optax.GradientTransformation, input_shape: tuple[int, ...],
                  key: Array) -> TrainState:
-    """Initialize variables on a dummy batch and wrap them in a :class:`TrainState`."""
+    """Initialize variables on a dummy batch and wrap them in a :class:`TrainState`.
+
+    Args:
+      model: the model.
+      tx: the optimizer.
+      input_shape: one example's shape (no batch axis).
+      key: the PRNG key of the initialization (split into ``params`` and ``noise``).
+
+    Returns:
+      The state at step 0.
+    """
     p_key, n_key = jax.random.split(key)
     x = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
     variables = jax.jit(functools.partial(model.init, train=True))(
@@ -102,17 +155,32 @@ def create_state(model: Any, tx: optax.GradientTransformation, input_shape: tupl
                              batch_stats=variables.get("batch_stats", {}))
 
 
-def variable_shapes(model: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:
-    """Shapes and dtypes (``jax.ShapeDtypeStruct``) of the model's ``params`` and ``batch_stats``,
-    without allocating them."""
+def variable_shapes(model: SpikingModel, input_shape: tuple[int, ...]) -> Variables:
+    """Shapes and dtypes of the model's ``params`` and ``batch_stats``, without allocating them.
+
+    Args:
+      model: the model.
+      input_shape: one example's shape (no batch axis).
+
+    Returns:
+      ``{"params": ..., "batch_stats": ...}`` with ``jax.ShapeDtypeStruct`` leaves
+      (``batch_stats`` is ``{}`` without batch norm).
+    """
     x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), jnp.float32)
     shapes = jax.eval_shape(lambda x: model.init({"params": jax.random.key(0), "noise": jax.random.key(1)}, x,
                                                  train=True), x)
     return {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
 
 
-def variables_of(state: TrainState) -> dict[str, Any]:
-    """The model variables held by ``state``."""
+def variables_of(state: TrainState) -> Variables:
+    """The model variables held by ``state``.
+
+    Args:
+      state: the train state.
+
+    Returns:
+      ``{"params": ...}``, with ``"batch_stats"`` when the model has them.
+    """
     v = {"params": state.params}
     if state.batch_stats:
         v["batch_stats"] = state.batch_stats

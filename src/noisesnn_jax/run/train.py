@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from noisesnn_jax import parallel
+from noisesnn_jax.contract import Array
 from noisesnn_jax.data import Dataset, dataset_from_config, steps_per_epoch
 from noisesnn_jax.errors import CheckpointError, ConfigError
 from noisesnn_jax.evaluate import evaluate_dataset
@@ -32,13 +33,20 @@ from noisesnn_jax.run import config as config_lib
 from noisesnn_jax.run.checkpoint import check_compatible, open_manager, restore_checkpoint, save_checkpoint, schedule_changes
 from noisesnn_jax.run.state import TrainState, build_model, create_state, make_optimizer, variables_of
 
-Array = jax.Array
-Variables = dict[str, Any]
-
 
 def loss_and_metrics(logits: Array, labels: Array, num_classes: int,
                      label_smoothing: float = 0.0) -> tuple[Array, dict[str, Array]]:
-    """Mean softmax cross-entropy (optionally label-smoothed) and accuracy."""
+    """Mean softmax cross-entropy (optionally label-smoothed) and accuracy.
+
+    Args:
+      logits: ``[B, K]``.
+      labels: integer labels ``[B]``.
+      num_classes: ``K``.
+      label_smoothing: the label-smoothing factor (0: one-hot targets).
+
+    Returns:
+      ``(loss, {"loss": loss, "accuracy": accuracy})``, scalars.
+    """
     targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
     loss = optax.softmax_cross_entropy(logits, targets).mean()
     acc = jnp.mean(jnp.argmax(logits, -1) == labels)
@@ -50,8 +58,18 @@ def train_step(state: TrainState, images: Array, labels: Array, noise_key: Array
                timesteps: int = 1) -> tuple[TrainState, dict[str, Array]]:
     """One step: noise from ``fold_in(noise_key, state.step)``, loss, gradients, update.
 
-    ``timesteps=1`` is this library's T=1 noisy training; ``timesteps=T > 1`` is spike-based
-    backpropagation through time (the BPTT baseline) with the neurons' surrogate gradient.
+    Args:
+      state: the train state (its ``apply_fn`` follows the model contract).
+      images: the batch ``[B, ...]``.
+      labels: integer labels ``[B]``.
+      noise_key: the run's noise key; step ``k`` draws from ``fold_in(noise_key, k)``.
+      num_classes: ``K``.
+      label_smoothing: the label-smoothing factor.
+      timesteps: 1 is this library's T=1 noisy training; ``T > 1`` is spike-based
+        backpropagation through time (the BPTT baseline) with the neurons' surrogate gradient.
+
+    Returns:
+      ``(new_state, {"loss", "accuracy"})``; the batch statistics are updated too.
     """
     key = jax.random.fold_in(noise_key, state.step)
 
@@ -105,18 +123,34 @@ def _init_from(state: TrainState, model: Any, input_shape: tuple[int, ...], sour
     return state.replace(params=variables["params"], batch_stats=variables.get("batch_stats", state.batch_stats))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       progress: bool = True, log=print, stop_at_step: int | None = None) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
+                       log: Callable[[str], object] = print, stop_at_step: int | None = None) -> dict[str, Any]:
     """Train at T=1 per ``config`` into ``workdir`` (resuming if it holds a checkpoint).
 
     Writes ``config.json``, ``checkpoints/`` and ``metrics.jsonl`` (one JSON line per epoch).
-    ``stop_at_step`` ends the run early at that global step, with a checkpoint (a planned
-    interruption; re-running continues it). Returns the last epoch's metrics.
+    Each epoch ends with the T=1 accuracy on the evaluation split. SIGTERM or SIGINT saves a
+    checkpoint and stops.
+
+    Args:
+      config: the run's config (validated here).
+      workdir: the folder of the run (created if missing).
+      progress: show a progress bar per epoch (process 0).
+      log: prints the run's lines (process 0 only).
+      stop_at_step: end the run early at that global step, with a checkpoint (a planned
+        interruption; re-running continues it); ``None`` trains every epoch.
+
+    Returns:
+      The last finished epoch's metrics (``epoch``, ``step``, ``train_loss``,
+      ``train_accuracy``, ``test_accuracy_t1``, ``epoch_seconds``, ``steps``); ``{}`` if no
+      epoch finished in this call.
 
     Raises:
       ConfigError: an invalid config, or ``workdir`` in use by another live training run.
+      CheckpointError: the workdir holds a run of another config, or unreadable checkpoints.
+      DataError: the dataset cannot be loaded.
       FloatingPointError: the loss or the parameters became non-finite; no checkpoint of them is
         written, so re-running (with a lower learning rate) resumes from the last finite one.
+      TrainingInterrupted: a signal stopped the run after a checkpoint was saved.
     """
     config_lib.validate(config)
     os.makedirs(workdir, exist_ok=True)
@@ -125,10 +159,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 
 @contextlib.contextmanager
-def workdir_lock(workdir: str):
-    """Hold ``<workdir>/train.lock`` (an exclusive ``flock``, process 0 only) while a run trains: a
-    second run on the same workdir is refused. The kernel drops the lock when its holder dies, so a
-    killed run never keeps it."""
+def workdir_lock(workdir: str) -> Iterator[None]:
+    """Hold ``<workdir>/train.lock`` (an exclusive ``flock``, process 0 only) while a run trains.
+
+    A second run on the same workdir is refused. The kernel drops the lock when its holder dies,
+    so a killed run never keeps it.
+
+    Args:
+      workdir: the run's folder (it must exist).
+
+    Yields:
+      Nothing: the lock is held while the context is active.
+
+    Raises:
+      ConfigError: another live run holds the lock.
+    """
     if jax.process_index() != 0:
         yield
         return
@@ -245,7 +290,17 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progres
 
 
 def tensorboard_writer(workdir: str):
-    """A TensorBoard event-file writer in ``<workdir>/tensorboard`` (tensorboardX: no TensorFlow)."""
+    """A TensorBoard event-file writer in ``<workdir>/tensorboard`` (tensorboardX: no TensorFlow).
+
+    Args:
+      workdir: the run's folder.
+
+    Returns:
+      The writer; close it when done.
+
+    Raises:
+      ConfigError: tensorboardX is not installed.
+    """
     try:
         from tensorboardX import SummaryWriter
     except ImportError:
@@ -412,7 +467,14 @@ class _NoBar:
 
 
 class TrainingInterrupted(Exception):
-    """Training stopped on a signal after saving a checkpoint at ``step``."""
+    """Training stopped on a signal after saving a checkpoint at ``step``.
+
+    Args:
+      step: the global step of the saved checkpoint.
+
+    Attributes:
+      step: the global step of the saved checkpoint.
+    """
 
     def __init__(self, step: int) -> None:
         super().__init__(f"interrupted at step {step}; a checkpoint was saved, re-run to continue")

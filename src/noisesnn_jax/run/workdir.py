@@ -8,21 +8,26 @@ and hand the trained network to the inference core (:mod:`noisesnn_jax.evaluate`
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 
 from noisesnn_jax import baselines, parallel
-from noisesnn_jax.contract import Variables
+from noisesnn_jax.contract import SpikingModel, Variables
 from noisesnn_jax.convert import fold_batchnorm
-from noisesnn_jax.early_exit import evaluate_early_exit
+from noisesnn_jax.early_exit import ExitRule, evaluate_early_exit
 from noisesnn_jax.errors import ExportError
 from noisesnn_jax.evaluate import evaluate_dataset
 from noisesnn_jax.interop import export
 from noisesnn_jax.ops import count_ops
 from noisesnn_jax.run.checkpoint import restore_run
+
+if TYPE_CHECKING:
+    import ml_collections
+
+    from noisesnn_jax.data import Dataset
 
 # The methods that train an ANN and deploy it converted to the spiking network.
 ANN_METHODS = ("convert", "qcfs", "clip")
@@ -31,11 +36,32 @@ OPS_PROBE_BUDGET = 8192 * 1024
 
 
 def evaluate_run(workdir: str, timesteps: tuple[int, ...] | None = None, fold_bn: bool = True,
-                 log=print, data_dir: str | None = None) -> dict[str, Any]:
+                 log: Callable[[str], object] = print, data_dir: str | None = None) -> dict[str, Any]:
     """Evaluate a trained workdir: T=1 (noise at its mean and sampled) and converted at each T.
 
     Over every device when there are several (the batch sharded on a ``data`` mesh axis; in a
-    multi-process run every process calls this and loads only its rows)."""
+    multi-process run every process calls this and loads only its rows). A baseline ANN is
+    converted first (:func:`spiking_network`) and its own accuracy reported too.
+
+    Args:
+      workdir: the training workdir.
+      timesteps: the ``T`` to evaluate; ``None`` takes the config's ``eval.timesteps``.
+      fold_bn: fold batch norm for the multi-step runs.
+      log: prints a line per ``T``.
+      data_dir: overrides where a TFDS dataset is read from.
+
+    Returns:
+      A JSON-serializable report: ``dataset``, ``model``, ``method``, ``activation``, ``noise``,
+      ``num_test``, ``timesteps``, ``accuracy`` (one per ``T``), ``t1_accuracy``,
+      ``t1_noisy_accuracy``, ``firing_rates`` and ``ops`` (per ``T``), ``bn_folded``,
+      ``workdir``, ``provenance``, and for the baselines ``ann_accuracy`` (and ``thresholds``).
+
+    Raises:
+      CheckpointError: no workdir, config or readable checkpoint.
+      ConfigError: an invalid saved config.
+      DataError: the dataset cannot be loaded.
+      ValueError: batch norm that cannot be folded (with ``fold_bn``).
+    """
     config, model, variables, ds, step = restore_run(workdir, log, data_dir)
     mesh = parallel.make_mesh() if jax.device_count() > 1 else None
     bs = config.eval.batch_size
@@ -78,10 +104,23 @@ def evaluate_run(workdir: str, timesteps: tuple[int, ...] | None = None, fold_bn
     }
 
 
-def spiking_network(config: Any, model: Any, variables: Variables, ds: Any) -> tuple[Any, Variables, dict[str, Any]]:
-    """The spiking network of a trained run: the model itself, or for the ``convert`` and ``qcfs``
-    and ``clip`` baselines the ANN converted (``baselines.ann_to_snn``; ``convert`` sets its thresholds from
-    training batches). Returns ``(model, variables, {"thresholds": ...} where set)``."""
+def spiking_network(config: ml_collections.ConfigDict, model: SpikingModel, variables: Variables,
+                    ds: Dataset) -> tuple[SpikingModel, Variables, dict[str, Any]]:
+    """The spiking network of a trained run.
+
+    The model itself, or for the ``convert``, ``qcfs`` and ``clip`` baselines the ANN converted
+    (:func:`noisesnn_jax.baselines.ann_to_snn`; ``convert`` sets its thresholds from training
+    batches).
+
+    Args:
+      config: the run's config.
+      model: its trained model.
+      variables: its variables.
+      ds: its dataset (``convert`` reads ``convert.num_batches`` training batches).
+
+    Returns:
+      ``(model, variables, extra)``; ``extra`` holds ``"thresholds"`` where ``convert`` set them.
+    """
     if config.method not in ANN_METHODS:
         return model, variables, {}
     extra: dict[str, Any] = {}
@@ -95,11 +134,30 @@ def spiking_network(config: Any, model: Any, variables: Variables, ds: Any) -> t
     return model, variables, extra
 
 
-def early_exit_run(workdir: str, rule: Any, max_timesteps: int | None = None, *, data_dir: str | None = None,
-                   log=print) -> dict[str, Any]:
+def early_exit_run(workdir: str, rule: ExitRule, max_timesteps: int | None = None, *, data_dir: str | None = None,
+                   log: Callable[[str], object] = print) -> dict[str, Any]:
     """Per-sample early exit (:mod:`noisesnn_jax.early_exit`) of a trained workdir's folded spiking
-    network over its test split, against the fixed ``max_timesteps`` run (default: the config's
-    largest ``eval.timesteps``)."""
+    network over its test split, against the fixed ``max_timesteps`` run.
+
+    Args:
+      workdir: the training workdir.
+      rule: when a sample stops.
+      max_timesteps: ``T`` of the fixed run; ``None`` takes the config's largest
+        ``eval.timesteps``.
+      data_dir: overrides where a TFDS dataset is read from.
+      log: prints warnings while the checkpoint is restored.
+
+    Returns:
+      :func:`noisesnn_jax.early_exit.evaluate_early_exit`'s report with ``dataset``, ``model``,
+      ``workdir`` and ``provenance``.
+
+    Raises:
+      CheckpointError: no workdir, config or readable checkpoint.
+      ConfigError: an invalid saved config or ``max_timesteps``.
+      DataError: the dataset cannot be loaded.
+      ExportError: the exact rule on a network whose readout bound cannot be found.
+      ValueError: batch norm that cannot be folded.
+    """
     config, model, variables, ds, step = restore_run(workdir, log, data_dir)
     model, variables, _ = spiking_network(config, model, variables, ds)
     x, y = ds.test_examples(np.arange(ds.num_test))
@@ -111,16 +169,33 @@ def early_exit_run(workdir: str, rule: Any, max_timesteps: int | None = None, *,
 
 
 def export_run(workdir: str, fmt: str, timesteps: int, out: str, *, data_dir: str | None = None,
-               platforms: Sequence[str] | None = None, log=print) -> dict[str, Any]:
+               platforms: Sequence[str] | None = None, log: Callable[[str], object] = print) -> dict[str, Any]:
     """Export the spiking network of a training workdir (the latest checkpoint) to ``out``.
 
-    ``fmt`` is ``nir`` (the graph, with ``timesteps`` in its metadata) or ``stablehlo`` (the
-    inference function at ``timesteps``). The ``convert``/``qcfs`` baselines are converted to
-    their spiking network first. Returns what was written.
+    The ``convert``, ``qcfs`` and ``clip`` baselines are converted to their spiking network
+    first. Nothing is written when an error is raised.
+
+    Args:
+      workdir: the training workdir.
+      fmt: ``nir`` (the graph, with ``timesteps`` in its metadata) or ``stablehlo`` (the
+        inference function at ``timesteps``).
+      timesteps: ``T``.
+      out: the file to write (replaced only once it is complete).
+      data_dir: overrides where a TFDS dataset is read from.
+      platforms: ``stablehlo``: the backends to lower for; ``None``: the current one.
+      log: prints warnings while the checkpoint is restored.
+
+    Returns:
+      What was written: ``format``, ``path``, ``bytes``, ``timesteps``, ``checkpoint_step``,
+      ``model``, ``dataset``, and ``nodes``/``edges`` (NIR) or ``input_shape`` (StableHLO).
 
     Raises:
-      ExportError: an unknown format, a network that cannot be expressed (the layer named);
-      CheckpointError: a workdir without a checkpoint. Nothing is written then.
+      ExportError: an unknown format, invalid ``timesteps``, a network that cannot be expressed
+        (the layer named), or a missing optional package (``nir``, ``flatbuffers``).
+      CheckpointError: no workdir, config or readable checkpoint.
+      ConfigError: an invalid saved config.
+      DataError: the dataset cannot be loaded.
+      TypeError: ``stablehlo`` of a model that does not follow the model contract.
     """
     from noisesnn_jax.interop import nir as nir_lib
 
@@ -149,7 +224,15 @@ def export_run(workdir: str, fmt: str, timesteps: int, out: str, *, data_dir: st
 
 
 def provenance(step: int) -> dict[str, Any]:
-    """What produced a result: the checkpoint step, versions, backend, date."""
+    """What produced a result: the checkpoint step, versions, backend, date.
+
+    Args:
+      step: the checkpoint's step.
+
+    Returns:
+      ``checkpoint_step``, ``noisesnn_jax`` and ``jax`` versions, ``backend``, ``devices`` and
+      the UTC ``date``.
+    """
     import datetime
 
     from noisesnn_jax import __version__
