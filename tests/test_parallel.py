@@ -145,3 +145,35 @@ def test_sigterm_on_one_of_two_processes_stops_both_and_resumes_exactly(tmp_path
     assert "resumed from step" in outs[0]
     train_processes.run_one(one, args)
     train_processes.assert_same_params(two, one, ("dense0", "readout"))
+
+
+@pytest.mark.slow
+def test_a_dead_peer_stops_the_other_process_quickly_and_the_run_resumes(tmp_path, train_processes):
+    """SIGKILL of one process of a two-process run: the other leaves within seconds, never hanging
+    in a collective: one clear line (exit 3) when a worker dies; JAX's own fatal message when the
+    coordinator (process 0) dies. The epoch-1 checkpoint stays intact and re-running both resumes."""
+    import signal
+    import time
+
+    args = ["--no-progress", "--heartbeat-timeout=10", "--config.dataset.name=digits", "--config.model.name=mlp",
+            "--config.model.hidden=32", "--config.train.epochs=2", "--config.train.batch_size=32"]
+    w = str(tmp_path / "w")
+    for victim, code, says in ((1, 3, "another process of this run stopped responding"),
+                               (0, None, "another task died")):
+        marker = str(tmp_path / f"slow-{victim}")
+        # from step 50 (inside epoch 2 of 2, 42 steps each; epoch 1 is checkpointed) a step takes 0.5 s
+        procs = train_processes.start_two(w, args, command=train_processes.command(50, marker))
+        train_processes.wait_for(marker, procs[0])
+        time.sleep(1.0)
+        procs[victim].send_signal(signal.SIGKILL)
+        start = time.time()
+        out = procs[1 - victim].communicate(timeout=120)[0]
+        procs[victim].communicate()
+        assert time.time() - start < 60, f"the survivor took {time.time() - start:.0f} s"
+        assert procs[1 - victim].returncode != 0 and says in out, out[-3000:]
+        if code is not None:
+            assert procs[1 - victim].returncode == code and "re-run the command on every host" in out
+    steps = sorted(int(d) for d in os.listdir(os.path.join(w, "checkpoints")) if d.isdigit())
+    assert steps[-1] == 42, steps
+    outs = train_processes.run_two(w, args)
+    assert "resumed from step 42" in outs[0]

@@ -222,3 +222,30 @@ def test_two_processes_each_read_their_rows_and_match_one_process(imagenet_dir, 
         with open(os.path.join(w, "metrics.jsonl")) as f:
             metrics.append(json.loads(f.read().splitlines()[-1]))
     assert metrics[0]["test_accuracy_t1"] == metrics[1]["test_accuracy_t1"]
+
+
+def test_an_exception_in_a_data_worker_names_the_example_and_nothing_hangs(imagenet_dir, monkeypatch):
+    """A transform that fails for one example inside the loader's thread pool: the main thread gets
+    one DataError naming that example's index (the cause chained), after every worker has stopped;
+    the loader keeps working for the next batch."""
+    import concurrent.futures
+
+    ds = tfds_data.load_tfds("imagenet2012", data_dir=imagenet_dir, image_size=16, workers=3)
+    bad = int(tfds_data.batch_indices(ds.num_train, 8, 0, 0)[5])
+    plain = type(ds).imagenet_train_transform
+
+    def failing(self, img, rng, out=None):  # the row is the last word of the crop's seed
+        if rng.bit_generator.seed_seq.entropy[2] == 5:
+            raise ValueError("planted")
+        return plain(self, img, rng, out)
+
+    monkeypatch.setattr(type(ds), "imagenet_train_transform", failing)
+    with concurrent.futures.ThreadPoolExecutor(1) as guard:  # a hang fails the test instead of stalling it
+        future = guard.submit(ds.train_batch, 8, 0, 0)
+        with pytest.raises(DataError, match=rf"example {bad} \(row 5 of the batch\) failed in a data worker: "
+                                            r"ValueError: planted") as info:
+            future.result(timeout=120)
+    assert isinstance(info.value.__cause__, ValueError)
+    monkeypatch.setattr(type(ds), "imagenet_train_transform", plain)
+    x, _ = ds.train_batch(8, 0, 1)
+    assert x.shape[0] == 8 and np.isfinite(x).all()

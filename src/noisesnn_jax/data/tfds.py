@@ -43,17 +43,32 @@ import os
 import threading
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from noisesnn_jax.data.batching import batch_indices
 from noisesnn_jax.errors import DataError
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """What the pipeline needs to know of a TFDS dataset."""
+    """What the pipeline needs to know of a TFDS dataset.
+
+    Attributes:
+      train_split: the TFDS split trained on.
+      test_split: the TFDS split evaluated on.
+      num_classes: ``K``.
+      image_size: the default side of the model input.
+      channels: image channels, 1 or 3.
+      mean: per-channel mean of the images scaled to ``[0, 1]``.
+      std: per-channel std of the images scaled to ``[0, 1]``.
+      augment: the default training augmentation: ``pad_crop_flip``, ``imagenet`` or ``none``.
+      in_memory: decode the whole split once and keep it as uint8.
+    """
 
     train_split: str
     test_split: str
@@ -83,12 +98,28 @@ EVAL_CROP_FRACTION = 0.875  # ImageNet evaluation: resize to size / 0.875, cente
 
 
 def resolve_data_dir(data_dir: str = "") -> str:
-    """``data_dir``, else ``$TFDS_DATA_DIR``, else TFDS's default ``~/tensorflow_datasets``."""
+    """The folder TFDS datasets are read from.
+
+    Args:
+      data_dir: the folder; ``""`` takes ``$TFDS_DATA_DIR``, else TFDS's default
+        ``~/tensorflow_datasets``.
+
+    Returns:
+      The folder, with ``~`` expanded.
+    """
     return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR", "") or "~/tensorflow_datasets")
 
 
 def prepare_command(name: str, data_dir: str) -> str:
-    """The command that prepares ``name`` into ``data_dir`` in the format this library reads."""
+    """The command that prepares ``name`` into ``data_dir`` in the format this library reads.
+
+    Args:
+      name: a TFDS dataset name.
+      data_dir: the folder to prepare it in.
+
+    Returns:
+      A ``make`` command line.
+    """
     if name == "imagenet2012":
         return (f"make prepare-imagenet MANUAL_DIR=<folder with ILSVRC2012_img_train.tar and "
                 f"ILSVRC2012_img_val.tar> DATA_DIR={data_dir}")
@@ -126,11 +157,23 @@ def _resize_box(img: Any, box: tuple[float, float, float, float], size: int) -> 
     return _from_pil(_pil(img).resize((size, size), Image.BILINEAR, box=box), _channels(img))
 
 
-def random_resized_crop(img: Any, rng: np.random.Generator, size: int,
+def random_resized_crop(img: np.ndarray | Image.Image, rng: np.random.Generator, size: int,
                         scale: tuple[float, float] = (0.08, 1.0),
                         ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
     """Inception-style crop: a random area fraction and aspect ratio, resized to ``size x size``.
-    ``img`` is a uint8 array or a PIL image (the same pixels give the same crop)."""
+
+    After 10 draws that do not fit, the central crop with the aspect ratio clamped to ``ratio``.
+
+    Args:
+      img: a uint8 image ``[H, W, C]`` or a PIL image (the same pixels give the same crop).
+      rng: the generator the crop is drawn from.
+      size: the output side.
+      scale: the range of the crop's area, as a fraction of the image's.
+      ratio: the range of the crop's aspect ratio (width / height).
+
+    Returns:
+      The crop, uint8 ``[size, size, C]`` (bilinear resize).
+    """
     h, w = _size(img)
     for _ in range(10):
         area = h * w * rng.uniform(*scale)
@@ -146,19 +189,35 @@ def random_resized_crop(img: Any, rng: np.random.Generator, size: int,
     return _resize_box(img, (x0, y0, x0 + cw, y0 + ch), size)
 
 
-def center_crop(img: Any, size: int, fraction: float = EVAL_CROP_FRACTION) -> np.ndarray:
-    """Resize the shorter side to ``size / fraction`` and take the central ``size x size``."""
+def center_crop(img: np.ndarray | Image.Image, size: int, fraction: float = EVAL_CROP_FRACTION) -> np.ndarray:
+    """Resize the shorter side to ``size / fraction`` and take the central ``size x size``.
+
+    Args:
+      img: a uint8 image ``[H, W, C]`` or a PIL image.
+      size: the output side.
+      fraction: the crop's side as a fraction of the shorter side.
+
+    Returns:
+      The crop, uint8 ``[size, size, C]``.
+    """
     h, w = _size(img)
     side = min(h, w) * fraction  # the crop's side in input pixels
     x0, y0 = (w - side) / 2, (h - side) / 2
     return _resize_box(img, (x0, y0, x0 + side, y0 + side), size)
 
 
-def decode_image(data: Any, channels: int):
+def decode_image(data: bytes, channels: int) -> Image.Image:
     """The PIL image of an encoded example (JPEG or PNG bytes), in RGB (``channels=3``) or L (1).
 
     Decoding waits until the pixels are used, so the crop is drawn from the header's size first.
     Other modes (CMYK, palette, grey in an RGB dataset) are converted, as TFDS's preparation does.
+
+    Args:
+      data: the encoded bytes (or a bytes-like object).
+      channels: 3 (RGB) or 1 (L).
+
+    Returns:
+      A lazily decoded ``PIL.Image.Image``.
     """
     from PIL import Image
     pil = Image.open(io.BytesIO(bytes(data)))
@@ -169,14 +228,33 @@ def decode_image(data: Any, channels: int):
 
 
 def standardize_table(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """``[256, C]`` float32: ``(v / 255 - mean) / std`` of every uint8 value, by the same float32
-    operations as the arithmetic, so a lookup gives the same bits."""
+    """The standardized value of every uint8 value, per channel, for :func:`standardize_uint8`.
+
+    Computed by the same float32 operations as the arithmetic, so a lookup gives the same bits.
+
+    Args:
+      mean: per-channel mean ``[C]``, of images scaled to ``[0, 1]``.
+      std: per-channel std ``[C]``.
+
+    Returns:
+      ``(v / 255 - mean) / std`` for ``v = 0..255``, float32 ``[256, C]``.
+    """
     return (np.arange(256, dtype=np.float32)[:, None] / 255.0 - mean) / std
 
 
 def standardize_uint8(img: np.ndarray, table: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Standardize a uint8 image ``[H, W, C]`` by table lookup (:func:`standardize_table`); about
-    three times faster than the arithmetic on a float copy, and bit for bit the same."""
+    """Standardize a uint8 image by table lookup.
+
+    About three times faster than the arithmetic on a float copy, and bit for bit the same.
+
+    Args:
+      img: a uint8 image ``[H, W, C]``.
+      table: :func:`standardize_table` ``[256, C]``.
+      out: a float32 ``[H, W, C]`` array to write into; ``None`` allocates one.
+
+    Returns:
+      The standardized image, float32 ``[H, W, C]`` (``out`` when given).
+    """
     out = np.empty(img.shape, np.float32) if out is None else out
     for c in range(img.shape[-1]):
         np.take(table[:, c], img[..., c], out=out[..., c], mode="clip")  # uint8 never clips
@@ -184,15 +262,35 @@ def standardize_uint8(img: np.ndarray, table: np.ndarray, out: np.ndarray | None
 
 
 def crop_flip_draws(batch_size: int, seed: int, step: int, pad: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """The random crop offsets ``[B, 2]`` (in ``0..2*pad``) and flips ``[B]`` of global step ``step``,
-    drawn for the whole global batch so every process slices the same draws."""
+    """The random crop offsets and flips of global step ``step``.
+
+    Drawn for the whole global batch, so every process slices the same draws.
+
+    Args:
+      batch_size: ``B``, the global batch size.
+      seed: the run's data seed.
+      step: the global step.
+      pad: the padding of :func:`pad_crop_flip`.
+
+    Returns:
+      ``(offsets [B, 2], flips [B])``: offsets in ``0..2*pad`` (rows, columns) and booleans.
+    """
     rng = np.random.default_rng([seed, step])
     return rng.integers(0, 2 * pad + 1, size=(batch_size, 2)), rng.random(batch_size) < 0.5
 
 
 def pad_crop_flip(images: np.ndarray, offsets: np.ndarray, flips: np.ndarray, pad: int = 4) -> np.ndarray:
-    """CIFAR-style augmentation of a batch ``[N, H, W, C]``: zero-pad ``pad`` pixels, crop back to
-    ``H x W`` at ``offsets [N, 2]`` (rows, columns into the padded image), mirror where ``flips [N]``."""
+    """CIFAR-style augmentation: zero-pad, crop back to the image size, mirror.
+
+    Args:
+      images: the batch ``[N, H, W, C]``.
+      offsets: ``[N, 2]``, the crops' (row, column) in the padded image, each in ``0..2*pad``.
+      flips: ``[N]`` booleans: mirror left-right.
+      pad: pixels of zero padding on each side.
+
+    Returns:
+      The augmented batch ``[N, H, W, C]``, of ``images``' dtype.
+    """
     n, h, w = images.shape[:3]
     padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     ys = offsets[:, :1] + np.arange(h)
@@ -248,7 +346,28 @@ def _check_indices(name: str, indices: np.ndarray, size: int) -> None:
 
 
 class TFDSDataset:
-    """A prepared TFDS dataset behind the library's dataset interface (see :mod:`noisesnn_jax.data`)."""
+    """A prepared TFDS dataset behind the library's dataset interface (see :mod:`noisesnn_jax.data`).
+
+    Built by :func:`load_tfds`. It has the attributes of a :class:`noisesnn_jax.data.Dataset` and
+    its arguments' (``spec``, ``image_size``, ``workers``, ``encoded``, ``validation``,
+    ``augment``: the one in effect), and ``mean``, ``std``.
+
+    Args:
+      name: the dataset's name.
+      spec: its :class:`Spec`.
+      train_source: the training split: a random-access source (``len`` and ``__getitems__`` of
+        example dicts with ``image`` and ``label``), e.g. TFDS's ``as_data_source``.
+      test_source: the test split, likewise.
+      image_size: the model input's side; 0 takes ``spec.image_size``.
+      workers: decoding threads; 0 takes ``min(16, cores)``.
+      encoded: the sources give encoded image bytes, decoded here (PIL).
+      validation: hold out the last that many training examples as the evaluation split (0: the
+        test split).
+      augment: the training augmentation, one of :data:`AUGMENTS`; ``""`` takes the dataset's.
+
+    Raises:
+      DataError: ``augment`` does not fit the dataset, or ``validation`` is out of range.
+    """
 
     is_image = True
 
@@ -281,15 +400,17 @@ class TFDSDataset:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """One example's shape, ``(S, S, C)``."""
         return (self.image_size, self.image_size, self.spec.channels)
 
     @property
     def num_train(self) -> int:
+        """The number of training examples (the held-out ones excluded)."""
         return len(self._train) - self.validation
 
     @property
     def num_test(self) -> int:
-        """Size of the evaluation split: the held-out training examples, else the test split."""
+        """The number of evaluation examples (the held-out training examples, else the test split)."""
         return self.validation or len(self._test)
 
     def _evaluation_split(self, indices: np.ndarray) -> tuple[Any, np.ndarray]:
@@ -313,15 +434,31 @@ class TFDSDataset:
             return standardize_uint8(img, self._table, out)
         return (img.astype(np.float32) / 255.0 - self.mean) / self.std
 
-    def imagenet_train_transform(self, img: Any, rng: np.random.Generator,
+    def imagenet_train_transform(self, img: np.ndarray | Image.Image, rng: np.random.Generator,
                                  out: np.ndarray | None = None) -> np.ndarray:
-        """Random-resized crop and flip, standardized: ``[S, S, C]`` float32 (written to ``out``
-        when given). ``img``: a uint8 array or a PIL image."""
+        """Random-resized crop and flip, standardized (ImageNet training).
+
+        Args:
+          img: a uint8 image ``[H, W, C]`` or a PIL image.
+          rng: the generator the crop and the flip are drawn from.
+          out: a float32 ``[S, S, C]`` array to write into; ``None`` allocates one.
+
+        Returns:
+          The image, float32 ``[S, S, C]``.
+        """
         img = random_resized_crop(img, rng, self.image_size)
         return self._standardize(img[:, ::-1] if rng.random() < 0.5 else img, out)
 
-    def eval_transform(self, img: Any, out: np.ndarray | None = None) -> np.ndarray:
-        """Standardized evaluation image ``[S, S, C]`` float32 (ImageNet: resize + center crop)."""
+    def eval_transform(self, img: np.ndarray | Image.Image, out: np.ndarray | None = None) -> np.ndarray:
+        """Standardized evaluation image (ImageNet: resize and center crop; else resize if needed).
+
+        Args:
+          img: a uint8 image ``[H, W, C]`` (or, for ImageNet, a PIL image).
+          out: a float32 ``[S, S, C]`` array to write into, for uint8 images; ``None`` allocates one.
+
+        Returns:
+          The image, float32 ``[S, S, C]``.
+        """
         if self.augment == "imagenet":
             return self._standardize(center_crop(img, self.image_size), out)
         return self._standardize(self._resized(img), out)
@@ -330,7 +467,20 @@ class TFDSDataset:
 
     def train_batch(self, batch_size: int, seed: int, step: int,
                     rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
-        """Rows ``rows`` of the augmented training batch of global step ``step``."""
+        """Rows ``rows`` of the augmented training batch of global step ``step``.
+
+        Args:
+          batch_size: the global batch size.
+          seed: the run's data seed.
+          step: the global step, from 0.
+          rows: the rows of the global batch to load (this process's).
+
+        Returns:
+          ``(x, y)``: images ``[b, S, S, C]`` float32, standardized, and labels ``[b]`` int32.
+
+        Raises:
+          DataError: an example cannot be read or decoded (damaged files).
+        """
         idx = batch_indices(self.num_train, batch_size, seed, step)
         if self.augment == "imagenet":  # per example: the crop's draws vary in number
             positions = np.arange(len(idx))[rows]
@@ -345,8 +495,19 @@ class TFDSDataset:
         return self._standardize(x), y
 
     def test_examples(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Evaluation images and labels at ``indices``: of the test split, or of the held-out
-        training examples when ``validation`` is set."""
+        """Evaluation images and labels at ``indices``.
+
+        Args:
+          indices: ``[N]``, each in ``0..num_test-1``: of the test split, or of the held-out
+            training examples when ``validation`` is set.
+
+        Returns:
+          ``(x, y)``: images ``[N, S, S, C]`` float32, standardized, and labels ``[N]`` int32.
+
+        Raises:
+          IndexError: an index is out of range.
+          DataError: an example cannot be read or decoded (damaged files).
+        """
         source, indices = self._evaluation_split(indices)
         if self.augment == "imagenet":
             return self._load(source, indices, lambda img, j, out: self.eval_transform(img, out))
@@ -389,19 +550,28 @@ class TFDSDataset:
                                 f"({type(e).__name__}: {str(e)[:200]}); the prepared files are damaged, "
                                 f"prepare the dataset again") from None
             for j, ex in zip(chunk, examples):
-                if self.encoded:
-                    img = self._decoded(ex["image"], int(indices[j]))
-                    out = transform(img, int(j), x[j])
-                    if out.base is not x:  # the transform did not write into the batch
-                        x[j] = out
-                    y[j] = int(ex["label"])
-                    continue
+                try:
+                    one(j, ex)
+                except DataError:
+                    raise
+                except Exception as e:  # a failing transform: name the example, keep the cause
+                    raise DataError(f"dataset {self.name!r}: example {int(indices[j])} (row {int(j)} of the batch) "
+                                    f"failed in a data worker: {type(e).__name__}: {str(e)[:200]}") from e
+
+        def one(j: int, ex: dict) -> None:
+            """Decode, transform and store one example in row ``j``."""
+            if self.encoded:
+                img = self._decoded(ex["image"], int(indices[j]))
+                out = transform(img, int(j), x[j])
+                if out.base is not x:  # the transform did not write into the batch
+                    x[j] = out
+            else:
                 img = np.asarray(ex["image"])
                 if img.ndim != 3 or img.shape[-1] != self.spec.channels or img.dtype != np.uint8:
                     raise DataError(f"dataset {self.name!r}: example {int(indices[j])} is {img.dtype}{list(img.shape)}, "
                                     f"expected uint8 images with {self.spec.channels} channels; prepare it again")
                 x[j] = transform(img, int(j), None)
-                y[j] = int(ex["label"])
+            y[j] = int(ex["label"])
 
         chunks = [c for c in np.array_split(np.arange(n), max(1, min(n, self.workers))) if len(c)]
         if len(chunks) <= 1:
@@ -410,7 +580,9 @@ class TFDSDataset:
         else:
             if self._pool is None:
                 self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="noisesnn-data")
-            for f in [self._pool.submit(work, c) for c in chunks]:
+            futures = [self._pool.submit(work, c) for c in chunks]
+            concurrent.futures.wait(futures)  # every worker has stopped before an error is raised
+            for f in futures:
                 f.result()
         return x, y
 
@@ -422,8 +594,22 @@ def load_tfds(name: str, data_dir: str = "", image_size: int = 0, workers: int =
     ``validation``: hold out the last that many training examples as the evaluation split (the
     test split is then not read). ``augment``: one of :data:`AUGMENTS` ("" = the dataset's own).
 
-    A missing dataset, one in the TFRecord format, or a missing ``tensorflow-datasets`` install
-    is a :class:`DataError` that says where it looked and the command that fixes it.
+    Args:
+      name: a dataset of :data:`SPECS`.
+      data_dir: the TFDS data folder (:func:`resolve_data_dir`).
+      image_size: the model input's side; 0 takes the dataset's.
+      workers: decoding threads; 0 takes ``min(16, cores)``.
+      validation: hold out the last that many training examples as the evaluation split (the
+        test split is then not read).
+      augment: one of :data:`AUGMENTS`; ``""`` takes the dataset's own.
+
+    Returns:
+      The dataset.
+
+    Raises:
+      DataError: an unknown name, a missing or unprepared dataset, one in the TFRecord format,
+        a missing ``tensorflow-datasets`` install (the message says where it looked and the
+        command that fixes it), or an invalid ``augment`` or ``validation``.
     """
     if name not in SPECS:
         raise DataError(f"dataset {name!r} is not a TFDS dataset this library reads; choose one of {sorted(SPECS)}")
@@ -483,7 +669,16 @@ def write_layout(name: str, data_dir: str, splits: dict[str, Sequence[dict]]) ->
     ``splits`` (``{split: [example dict]}``, images as encoded PNG/JPEG bytes) instead of its
     download, so the result reads exactly like an online build. Needs ``tensorflow-datasets``, not
     TensorFlow. TFDS writes into a temporary folder and renames it when complete, so an
-    interrupted write leaves nothing that looks prepared. Returns the dataset's version folder.
+    interrupted write leaves nothing that looks prepared.
+
+    Args:
+      name: a TFDS dataset name.
+      data_dir: the TFDS data folder.
+      splits: ``{split: [example dict]}`` with the builder's features (images as encoded
+        PNG/JPEG bytes).
+
+    Returns:
+      The dataset's version folder.
     """
     import tensorflow_datasets as tfds
 
@@ -504,9 +699,19 @@ def write_layout(name: str, data_dir: str, splits: dict[str, Sequence[dict]]) ->
 
 def write_imagenet_layout(data_dir: str, train: Sequence[tuple[bytes, int]],
                           validation: Sequence[tuple[bytes, int]]) -> str:
-    """Write ``(jpeg_bytes, label)`` examples as a prepared ``imagenet2012`` under ``data_dir``:
-    the layout ``make prepare-imagenet`` produces, so the data pipeline, a launch or a benchmark
-    can run end to end without the real dataset (see :func:`write_layout`)."""
+    """Write ``(jpeg_bytes, label)`` examples as a prepared ``imagenet2012`` under ``data_dir``.
+
+    The layout ``make prepare-imagenet`` produces, so the data pipeline, a launch or a benchmark
+    can run end to end without the real dataset (see :func:`write_layout`).
+
+    Args:
+      data_dir: the TFDS data folder.
+      train: the ``train`` split's ``(jpeg_bytes, label)`` examples.
+      validation: the ``validation`` split's examples.
+
+    Returns:
+      The dataset's version folder.
+    """
     return write_layout("imagenet2012", data_dir, {
         split: [{"image": jpeg, "label": int(label), "file_name": f"{split}_{i:08d}.JPEG"}
                 for i, (jpeg, label) in enumerate(examples)]
@@ -529,7 +734,15 @@ IDX_HOWTO = {"fashion_mnist": "install Debian's package (apt-get install dataset
 def read_idx(path: str, images: bool) -> np.ndarray:
     """One gzipped idx file: images ``[N, 28, 28]`` uint8 (magic 2051) or labels ``[N]`` (magic 2049).
 
-    A file that is missing, not gzip, truncated or of the wrong kind is a :class:`DataError`.
+    Args:
+      path: the ``.gz`` file.
+      images: an image file (else a label file).
+
+    Returns:
+      uint8 images ``[N, 28, 28]`` or labels ``[N]`` (a read-only view of the file's data).
+
+    Raises:
+      DataError: the file is missing, not gzip, truncated or of the wrong kind.
     """
     magic, dims = (2051, 3) if images else (2049, 1)
     try:
@@ -550,8 +763,21 @@ def read_idx(path: str, images: bool) -> np.ndarray:
 
 
 def read_idx_dataset(name: str, source_dir: str = "") -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The four original files of ``mnist`` or ``fashion_mnist`` from ``source_dir`` (default: where
-    Debian's package puts them): ``{"train": (images, labels), "test": (images, labels)}``."""
+    """The four original idx files of ``mnist`` or ``fashion_mnist``, read and checked.
+
+    Args:
+      name: ``mnist`` or ``fashion_mnist``.
+      source_dir: the folder of the four files; ``""`` takes where Debian's package puts them
+        (``fashion_mnist`` only).
+
+    Returns:
+      ``{"train": (images, labels), "test": (images, labels)}``, images uint8
+      ``[N, 28, 28, 1]``, labels uint8 ``[N]``.
+
+    Raises:
+      DataError: another dataset, missing files, or files that are damaged or do not belong
+        together.
+    """
     if name not in IDX_DATASETS:
         raise DataError(f"dataset {name!r} is not prepared from idx files; that is {list(IDX_DATASETS)}")
     source_dir = source_dir or DEBIAN_SOURCE.get(name, "")
@@ -578,8 +804,19 @@ def prepare_idx(name: str, data_dir: str = "", source_dir: str = "") -> str:
 
     Writes TFDS's own dataset (the builder's features, splits and version; ArrayRecord) under
     ``data_dir``, so :func:`load_tfds` and every config that names it read it like an online
-    build. The files are read and checked in full before anything is written. Returns the
-    dataset's version folder; an already prepared dataset is left as it is.
+    build. The files are read and checked in full before anything is written; an already
+    prepared dataset is left as it is.
+
+    Args:
+      name: ``mnist`` or ``fashion_mnist``.
+      data_dir: the TFDS data folder (:func:`resolve_data_dir`).
+      source_dir: the folder of the four idx files (see :func:`read_idx_dataset`).
+
+    Returns:
+      The dataset's version folder.
+
+    Raises:
+      DataError: as :func:`read_idx_dataset`.
     """
     from PIL import Image
 

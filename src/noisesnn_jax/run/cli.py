@@ -1,7 +1,8 @@
-"""The ``noisesnn`` command: ``train``, ``evaluate``, ``prepare`` and ``config``.
+"""The ``noisesnn`` command: ``train``, ``evaluate``, ``export``, ``prepare`` and ``config``.
 
     noisesnn train --config experiments/configs/mnist5k.py --workdir runs/m [--config.x=y ...]
     noisesnn evaluate --workdir runs/m --timesteps 1,2,4,8,16,32 [--json out.json] [--plot out.png]
+    noisesnn export --workdir runs/m --format nir --timesteps 8 --out model.nir
     noisesnn prepare fashion_mnist [--source-dir DIR] [--data-dir DIR]
     noisesnn config --config experiments/configs/mnist5k.py [--config.x=y ...]
 
@@ -33,7 +34,15 @@ def _parse_timesteps(text: str) -> tuple[int, ...]:
 
 
 def format_table(results: list[dict[str, Any]], names: list[str] | None = None) -> str:
-    """Markdown table: one row per T, one column per result (accuracy in %)."""
+    """Markdown table: one row per T, one column per result (accuracy in %).
+
+    Args:
+      results: :func:`noisesnn_jax.run.workdir.evaluate_run` reports, of the same ``timesteps``.
+      names: the column names; ``None`` takes each result's ``name``, else its ``workdir``.
+
+    Returns:
+      The table, with a first row for the T=1 network with sampled noise.
+    """
     names = names or [r.get("name", r["workdir"]) for r in results]
     timesteps = results[0]["timesteps"]
     head = "| T | " + " | ".join(names) + " |"
@@ -48,7 +57,16 @@ def format_table(results: list[dict[str, Any]], names: list[str] | None = None) 
 
 def plot_accuracy(results: list[dict[str, Any]], path: str, names: list[str] | None = None,
                   title: str = "") -> None:
-    """Accuracy against T (log2 axis), one line per result, written to ``path`` (PNG)."""
+    """Accuracy against T (log2 axis), one line per result, written to ``path`` (PNG).
+
+    A ReLU result is a dashed horizontal line; each spiking result has its T=1 accuracy dotted.
+
+    Args:
+      results: :func:`noisesnn_jax.run.workdir.evaluate_run` reports.
+      path: the image file (its extension gives the format; PNG by default), written atomically.
+      names: the legend's names; ``None`` takes each result's ``name``, else its ``workdir``.
+      title: the plot's title; ``""`` gives the default.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -73,8 +91,15 @@ def plot_accuracy(results: list[dict[str, Any]], path: str, names: list[str] | N
 
 
 def write_json(path: str, result: dict) -> None:
-    """Write ``result`` to ``path`` atomically: a failed write (disk full, permission) leaves no
-    half-written file, and a previous file there untouched."""
+    """Write ``result`` to ``path`` as JSON, atomically.
+
+    A failed write (disk full, permission) leaves no half-written file, and a previous file there
+    untouched. Numpy arrays are written as lists, other non-JSON values as strings.
+
+    Args:
+      path: the file.
+      result: the report.
+    """
     import numpy as np
 
     from noisesnn_jax.interop.export import write_atomic
@@ -90,6 +115,15 @@ def init_distributed(args: argparse.Namespace) -> None:
 
     ``--distributed`` alone lets JAX detect the cluster (TPU pods, SLURM, ...); ``--coordinator``,
     ``--num-processes`` and ``--process-id`` give it explicitly (e.g. several GPU hosts).
+    Without either, nothing is done.
+
+    Args:
+      args: the parsed command line (``distributed``, ``coordinator``, ``num_processes``,
+        ``process_id``, ``heartbeat_timeout``).
+
+    Raises:
+      NoiseSNNError: ``--coordinator`` without ``--num-processes`` and ``--process-id``, or a
+        heartbeat timeout below 1 second.
     """
     if not (args.distributed or args.coordinator):
         return
@@ -100,6 +134,10 @@ def init_distributed(args: argparse.Namespace) -> None:
             raise NoiseSNNError("--coordinator needs --num-processes and --process-id")
         kwargs = dict(coordinator_address=args.coordinator, num_processes=args.num_processes,
                       process_id=args.process_id)
+    if args.heartbeat_timeout is not None:
+        if args.heartbeat_timeout < 1:
+            raise NoiseSNNError(f"--heartbeat-timeout={args.heartbeat_timeout} is invalid; give whole seconds >= 1")
+        kwargs["heartbeat_timeout_seconds"] = args.heartbeat_timeout
     try:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     except Exception:  # pragma: no cover - older JAX
@@ -217,7 +255,12 @@ def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``noisesnn``."""
+    """The argument parser of ``noisesnn``.
+
+    Returns:
+      The parser, with the subcommands ``train``, ``evaluate``, ``export``, ``config`` and
+      ``prepare``.
+    """
     from noisesnn_jax import __version__
     p = argparse.ArgumentParser(
         prog="noisesnn", description="Train spiking networks at T=1 with noise, run them at T=N.",
@@ -272,10 +315,50 @@ def _add_distributed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--coordinator", help="multi-process run: coordinator host:port (with the two below)")
     p.add_argument("--num-processes", type=int)
     p.add_argument("--process-id", type=int)
+    p.add_argument("--heartbeat-timeout", type=int, default=None,
+                   help="multi-process run: seconds without a heartbeat after which a silent process counts as "
+                        "dead and the others stop (default: JAX's, 100)")
+
+
+# How a collective or the coordination service reports that another process of the run is gone.
+PEER_LOST = ("connection closed by peer", "connection reset by peer", "heartbeat", "coordination service",
+             "gloo all-reduce failed", "gloo all-gather failed", "broken pipe")
+
+
+def _peer_lost(error: BaseException, args: argparse.Namespace) -> bool:
+    """True if ``error`` says that another process of a multi-process run has died."""
+    if not (getattr(args, "distributed", False) or getattr(args, "coordinator", None)):
+        return False
+    text = str(error).lower()
+    return type(error).__name__ in ("JaxRuntimeError", "XlaRuntimeError") and any(k in text for k in PEER_LOST)
+
+
+def _exit_peer_lost(args: argparse.Namespace, error: BaseException) -> None:
+    """One line, then leave at once: JAX's shutdown would wait in a barrier for the dead process
+    until the heartbeat timeout, and then abort. Checkpoints already written are complete (each is
+    renamed into place when finished), so re-running every process resumes from the newest one."""
+    first = str(error).strip().splitlines()[0][-300:]
+    print(f"noisesnn {args.command}: error: another process of this run stopped responding ({first}); this process "
+          f"stops too. Its log says why it died. Checkpoints already saved are intact: re-run the command on every "
+          f"host to resume from the newest one", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(3)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``noisesnn``; returns the exit code."""
+    """Entry point of ``noisesnn``.
+
+    A user's mistake (a :class:`~noisesnn_jax.errors.NoiseSNNError`, a diverged run) is one line
+    on stderr, not a traceback.
+
+    Args:
+      argv: the arguments after the program name; ``None`` reads ``sys.argv``.
+
+    Returns:
+      The exit code: 0 on success, 2 for a user's mistake, 1 for a failing write, 143 when a
+      signal stopped training (after a checkpoint), 130 on ``KeyboardInterrupt``. A lost peer
+      process of a multi-process run exits at once with 3.
+    """
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     try:
@@ -292,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as e:
         from noisesnn_jax.run.train import TrainingInterrupted
+        if _peer_lost(e, args):
+            _exit_peer_lost(args, e)
         if not isinstance(e, TrainingInterrupted):
             raise
         print(f"noisesnn {args.command}: {e}", file=sys.stderr)
