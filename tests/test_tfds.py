@@ -249,3 +249,19 @@ def test_an_exception_in_a_data_worker_names_the_example_and_nothing_hangs(image
     monkeypatch.setattr(type(ds), "imagenet_train_transform", plain)
     x, _ = ds.train_batch(8, 0, 1)
     assert x.shape[0] == 8 and np.isfinite(x).all()
+
+
+def test_a_truncated_shard_is_one_error_naming_the_file_and_the_prepare_command(imagenet_dir, tmp_path):
+    import glob
+    import shutil
+
+    copy = str(tmp_path / "copy")
+    shutil.copytree(imagenet_dir, copy)
+    (train_file,) = glob.glob(os.path.join(copy, "imagenet2012", "*", "imagenet2012-train.array_record*"))
+    with open(train_file, "r+b") as f:
+        f.truncate(os.path.getsize(train_file) // 2)
+    with pytest.raises(DataError) as info:
+        ds = tfds_data.load_tfds("imagenet2012", data_dir=copy, image_size=32, workers=2)
+        for step in range(4):  # every batch, so the lost half is read
+            ds.train_batch(8, seed=0, step=step)
+    assert train_file in str(info.value) and "make prepare-imagenet" in str(info.value)

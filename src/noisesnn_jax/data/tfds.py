@@ -39,6 +39,7 @@ import dataclasses
 import gzip
 import io
 import math
+import glob
 import os
 import threading
 import zlib
@@ -305,8 +306,9 @@ class _Decoded:
     Decoding happens on the first call of :meth:`arrays`, ``chunk`` examples at a time.
     """
 
-    def __init__(self, source, chunk: int = 4096) -> None:
-        self._source, self._chunk = source, chunk
+    def __init__(self, source, chunk: int = 4096, repair: str = "the prepared files are damaged, prepare the "
+                                                                  "dataset again") -> None:
+        self._source, self._chunk, self._repair = source, chunk, repair
         self._images: np.ndarray | None = None
         self._labels: np.ndarray | None = None
         self._lock = threading.Lock()  # the loader's threads ask at once; one decodes
@@ -328,8 +330,7 @@ class _Decoded:
                 examples = self._source.__getitems__(list(range(start, min(n, start + self._chunk))))
             except Exception as e:  # truncated file, bad record, undecodable image
                 raise DataError(f"dataset {name!r}: examples {start}..{min(n, start + self._chunk) - 1} cannot be "
-                                f"read ({type(e).__name__}: {str(e)[:200]}); the prepared files are damaged, "
-                                f"prepare the dataset again") from None
+                                f"read ({type(e).__name__}: {str(e)[:200]}); {self._repair}") from None
             images += [np.asarray(ex["image"]) for ex in examples]
             labels += [int(ex["label"]) for ex in examples]
         kinds = {(im.dtype, im.shape) for im in images}
@@ -372,7 +373,8 @@ class TFDSDataset:
     is_image = True
 
     def __init__(self, name: str, spec: Spec, train_source, test_source, *, image_size: int = 0,
-                 workers: int = 0, encoded: bool = False, validation: int = 0, augment: str = "") -> None:
+                 workers: int = 0, encoded: bool = False, validation: int = 0, augment: str = "",
+                 data_dir: str = "", files: dict[str, list[str]] | None = None) -> None:
         self.name = name
         self.spec = spec
         if augment and (augment not in AUGMENTS or (augment == "imagenet") != (spec.augment == "imagenet")):
@@ -392,8 +394,10 @@ class TFDSDataset:
         self.std = np.asarray(spec.std, np.float32)
         self._table = standardize_table(self.mean, self.std)
         self.encoded = encoded  # the sources give encoded image bytes, decoded here (PIL)
+        self._data_dir, self._files = data_dir, dict(files or {})
         if spec.in_memory:
-            train_source, test_source = _Decoded(train_source), _Decoded(test_source)
+            train_source = _Decoded(train_source, repair=self._repair("train"))
+            test_source = _Decoded(test_source, repair=self._repair("test"))
         self._train, self._test = train_source, test_source
         self.workers = int(workers) or min(16, os.cpu_count() or 1)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -522,14 +526,24 @@ class TFDSDataset:
             return images[indices].astype(np.float32), labels[indices].astype(np.int32)
         return self._load(source, indices, lambda img, j, out: self._resized(img))
 
-    def _decoded(self, data: Any, index: int):
+    def _repair(self, split: str) -> str:
+        """What an error about damaged ``split`` ("train" or "test") files says: which files, and
+        the command that prepares them again."""
+        files = self._files.get(split, [])
+        shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+        return (f"the prepared {split} files are damaged{f' ({shown})' if files else ''}; prepare the dataset "
+                f"again: {prepare_command(self.name, resolve_data_dir(self._data_dir))}")
+
+    def _split_of(self, source) -> str:
+        return "train" if source is self._train else "test"
+
+    def _decoded(self, data: Any, index: int, split: str = "train"):
         """The PIL image of an encoded example; an undecodable one is a :class:`DataError`."""
         try:
             return decode_image(data, self.spec.channels)
         except Exception as e:  # not an image, truncated, unsupported mode
             raise DataError(f"dataset {self.name!r}: example {index} is not a readable image "
-                            f"({type(e).__name__}: {str(e)[:200]}); the prepared files are damaged, "
-                            f"prepare the dataset again") from None
+                            f"({type(e).__name__}: {str(e)[:200]}); {self._repair(split)}") from None
 
     def _load(self, source, indices: np.ndarray,
               transform: Callable[[Any, int, np.ndarray | None], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -537,6 +551,7 @@ class TFDSDataset:
         into ``out`` (the batch's row) and return it."""
         n = len(indices)
         _check_indices(self.name, indices, len(source))
+        split = self._split_of(source)
         x = np.empty((n,) + self.input_shape, np.float32)
         y = np.empty((n,), np.int32)
 
@@ -547,8 +562,7 @@ class TFDSDataset:
             except Exception as e:  # truncated file, bad record, undecodable image
                 shown = ", ".join(map(str, keys[:4])) + (", ..." if len(keys) > 4 else "")
                 raise DataError(f"dataset {self.name!r}: examples [{shown}] cannot be read "
-                                f"({type(e).__name__}: {str(e)[:200]}); the prepared files are damaged, "
-                                f"prepare the dataset again") from None
+                                f"({type(e).__name__}: {str(e)[:200]}); {self._repair(split)}") from None
             for j, ex in zip(chunk, examples):
                 try:
                     one(j, ex)
@@ -561,7 +575,7 @@ class TFDSDataset:
         def one(j: int, ex: dict) -> None:
             """Decode, transform and store one example in row ``j``."""
             if self.encoded:
-                img = self._decoded(ex["image"], int(indices[j]))
+                img = self._decoded(ex["image"], int(indices[j]), split)
                 out = transform(img, int(j), x[j])
                 if out.base is not x:  # the transform did not write into the batch
                     x[j] = out
@@ -644,13 +658,14 @@ def load_tfds(name: str, data_dir: str = "", image_size: int = 0, workers: int =
     # decoded image directly, without TFDS's copy into an array and back.
     encoded = spec.augment == "imagenet"
     decoders = {"image": tfds.decode.SkipDecoding()} if encoded else None
-    sources = []
-    for split in (spec.train_split, spec.test_split):
+    sources, files = [], {}
+    for role, split in (("train", spec.train_split), ("test", spec.test_split)):
         if split not in builder.info.splits:
             raise DataError(f"dataset {name!r} in {builder.data_dir} has no {split!r} split "
                             f"(it has {sorted(builder.info.splits)}); re-prepare it: {prepare_command(name, data_dir)}")
         try:
             sources.append(builder.as_data_source(split=split, decoders=decoders))
+            files[role] = sorted(glob.glob(os.path.join(os.fspath(builder.data_dir), f"{name}-{split}.*")))
         except Exception as e:
             raise DataError(f"dataset {name!r} split {split!r} in {builder.data_dir} cannot be read "
                             f"({type(e).__name__}: {str(e)[:200]}); re-prepare it: "
@@ -659,7 +674,7 @@ def load_tfds(name: str, data_dir: str = "", image_size: int = 0, workers: int =
     if "image" not in features or "label" not in features:
         raise DataError(f"dataset {name!r} in {builder.data_dir} lacks 'image'/'label' features; re-prepare it")
     return TFDSDataset(name, spec, sources[0], sources[1], image_size=image_size, workers=workers, encoded=encoded,
-                       validation=validation, augment=augment)
+                       validation=validation, augment=augment, data_dir=data_dir, files=files)
 
 
 def write_layout(name: str, data_dir: str, splits: dict[str, Sequence[dict]]) -> str:
