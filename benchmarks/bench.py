@@ -72,11 +72,14 @@ def _infer_case(model, batch: int, timesteps: int, shape: tuple[int, ...] = (28,
 
 
 def _load_peers():
-    path = os.path.join(HERE, "peers.py")
-    if not os.path.exists(path):
+    """The package ``benchmarks/peers`` (the peer libraries' networks), or None when it is absent."""
+    folder = os.path.join(HERE, "peers")
+    if not os.path.exists(os.path.join(folder, "__init__.py")):
         return None
-    spec = importlib.util.spec_from_file_location("noisesnn_peers", path)
+    spec = importlib.util.spec_from_file_location("noisesnn_peers", os.path.join(folder, "__init__.py"),
+                                                  submodule_search_locations=[folder])
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its modules import each other relatively
     spec.loader.exec_module(mod)
     return mod
 
@@ -101,7 +104,7 @@ def _resnet18_table(peers_mod, batch: int, repeats: int) -> dict:
     out: dict = {"repeats": repeats}
     reason = None if peers_mod is None else peers_mod.available().get("spikingjelly")
     if peers_mod is None:
-        reason = "benchmarks/peers.py not loaded (--no-peers)"
+        reason = "benchmarks/peers not loaded (--no-peers)"
     if reason is None:
         runs, info = peers_mod.resnet18_runners("spikingjelly", batch, (4, 8))
         cases.update({f"spikingjelly T={T}": run for T, run in runs.items()})
@@ -117,7 +120,7 @@ def _conv_bound(peers_mod, rows: int, repeats: int) -> dict:
     print(f"measuring the ReLU step at batch {rows} ...", file=sys.stderr)
     cases = {"noisesnn-jax (XLA)": _train_case(CNN(activation="relu"), rows)[0]}
     out: dict = {"rows": rows, "repeats": repeats}
-    reason = "benchmarks/peers.py not loaded (--no-peers)" if peers_mod is None else \
+    reason = "benchmarks/peers not loaded (--no-peers)" if peers_mod is None else \
         peers_mod.available().get("spikingjelly")  # the torch peers' install
     if reason is None:
         cases["pytorch (oneDNN)"], out["note"] = peers_mod.torch_relu_runner(rows)
@@ -127,19 +130,12 @@ def _conv_bound(peers_mod, rows: int, repeats: int) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--out", default=os.path.join(HERE, "results"))
-    p.add_argument("--no-peers", action="store_true")
-    args = p.parse_args(argv)
-    B = args.batch
+def _train_steps(B: int, repeats: int) -> tuple[dict, dict]:
+    """1. The cost of the noise: T=1 noisy steps vs the same model's ReLU ANN step, and BPTT:
+    ``(median seconds, compiled temp bytes)`` per case."""
+    print("measuring training steps ...", file=sys.stderr)
     gauss = {s: CNN(noise=Noise("gaussian", sampler=s)) for s in ("reparam", "uniform16", "hash")}
     bptt = CNN(noise=Noise("none", mean=0.5), neuron=Neuron(surrogate="atan"))
-
-    # 1. the cost of the noise: T=1 noisy step vs the same model's ReLU ANN step
-    print("measuring training steps ...", file=sys.stderr)
     train_cases, temps = {}, {}
     cheap = {k: CNN(noise=Noise(k, sampler="hash")) for k in ("uniform", "triangular", "logistic")}
     for name, model in [("relu ANN", CNN(activation="relu")), ("T=1 no noise", CNN(noise=Noise("none"))),
@@ -150,36 +146,55 @@ def main(argv: list[str] | None = None) -> int:
         train_cases[f"BPTT T={T}"], temps[f"BPTT T={T}"] = _train_case(bptt, B, T)
         train_cases[f"BPTT T={T}, remat"], temps[f"BPTT T={T}, remat"] = _train_case(
             bptt.clone(remat=True), B, T)
-    train = timing.measure(train_cases, args.repeats)
+    return timing.measure(train_cases, repeats), temps
 
-    # 2. the cost of time: T=N inference vs N x the T=1 forward; the batch whole vs in pieces
+
+def _inference(B: int, repeats: int) -> tuple[dict, dict]:
+    """2. The cost of time: T=N inference vs N x the T=1 forward; the batch whole vs in pieces:
+    ``(median seconds per case, images per piece per T)``."""
     print("measuring inference ...", file=sys.stderr)
     snn = CNN()
     cases = {f"T={T}": _infer_case(snn, B, T) for T in (1, 4, 8, 16)}
     cases.update({f"T={T}, batch whole": _infer_case(snn, B, T, microbatch=B) for T in (4, 8)})
-    infer = timing.measure(cases, args.repeats)
+    infer = timing.measure(cases, repeats)
     x1 = np.zeros((B, 28, 28, 1), np.float32)
-    pieces = {T: pieces.microbatch_size(snn, snn.init({"params": jax.random.key(0)}, x1[:1]), x1, T)
-              for T in (1, 4, 8, 16)}
+    sizes = {T: pieces.microbatch_size(snn, snn.init({"params": jax.random.key(0)}, x1[:1]), x1, T)
+             for T in (1, 4, 8, 16)}
+    return infer, sizes
 
-    # 3. peers
+
+def _peer_steps(mod, B: int, repeats: int) -> dict:
+    """3. Every installed peer's CNN inference and BPTT step (a skipped peer says why)."""
     peers = {}
-    mod = None if args.no_peers else _load_peers()
-    if mod is not None:
-        for name, reason in mod.available().items():
-            if reason is not None:
-                peers[name] = {"skipped": reason}
-                print(f"peer {name} skipped: {reason}", file=sys.stderr)
-                continue
-            print(f"measuring peer {name} ...", file=sys.stderr)
-            try:
-                peers[name] = mod.bench_peer(name, B, (4, 8), 4, repeats=max(5, args.repeats // 2))
-            except Exception as e:  # a peer's failure must not lose our own numbers
-                peers[name] = {"skipped": f"{type(e).__name__}: {e}"}
+    if mod is None:
+        return peers
+    for name, reason in mod.available().items():
+        if reason is not None:
+            peers[name] = {"skipped": reason}
+            print(f"peer {name} skipped: {reason}", file=sys.stderr)
+            continue
+        print(f"measuring peer {name} ...", file=sys.stderr)
+        try:
+            peers[name] = mod.bench_peer(name, B, (4, 8), 4, repeats=repeats)
+        except Exception as e:  # a peer's failure must not lose our own numbers
+            peers[name] = {"skipped": f"{type(e).__name__}: {e}"}
+    return peers
 
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--out", default=os.path.join(HERE, "results"))
+    p.add_argument("--no-peers", action="store_true")
+    args = p.parse_args(argv)
+    B = args.batch
+    train, temps = _train_steps(B, args.repeats)
+    infer, sizes = _inference(B, args.repeats)
+    mod = None if args.no_peers else _load_peers()
+    peers = _peer_steps(mod, B, max(5, args.repeats // 2))
     # 4. ResNet-18 (32x32x3) inference, ours and SpikingJelly's timed side by side
     resnet = _resnet18_table(mod, B, max(3, args.repeats // 5))
-
     # 5. what bounds the BPTT step: the same CNN's ReLU step at batch T*B, in JAX and in PyTorch
     convs = _conv_bound(mod, B * 4, max(5, args.repeats // 2))
 
@@ -192,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_temp_mib": {k: v / 2 ** 20 for k, v in temps.items()},
         "inference_ms": {k: 1e3 * v for k, v in infer.items()},
         "inference_ratio_to_n_t1": {k: infer[k] / (_steps(k) * infer["T=1"]) for k in infer},
-        "inference_piece": {f"T={T}": n for T, n in pieces.items()},
+        "inference_piece": {f"T={T}": n for T, n in sizes.items()},
         "cache_bytes": pieces.cache_bytes(),
         "default_noise": (Noise().kind, Noise().sampler),
         "peers": peers,

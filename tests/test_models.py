@@ -242,3 +242,34 @@ def test_step_logits_prefix_is_the_shorter_run(name):
     curve = evaluate.accuracy_curve(model, variables, ds, (4, 1, 3, 6), batch_size=5)
     expected = [evaluate.evaluate(model, variables, np.asarray(x), ds.y, T, batch_size=5)["accuracy"] for T in (4, 1, 3, 6)]
     assert curve == expected
+
+
+def test_every_zoo_name_builds_from_a_config():
+    """``config.model.name`` picks an entry of one table (``run.state.MODEL_OPTIONS``), the table the
+    config's validation accepts; each model gets its own fields from ``config.model``, and an
+    unknown name is one ConfigError that lists the choices."""
+    from noisesnn_jax import models
+    from noisesnn_jax.errors import ConfigError
+    from noisesnn_jax.run import config as config_lib
+    from noisesnn_jax.run.state import MODEL_OPTIONS, build_model
+
+    assert set(MODEL_OPTIONS) == set(models.MODELS)
+    c = config_lib.get_config()
+    c.model.pool, c.model.stem, c.model.hidden = "max", "imagenet", (12,)
+    for name in MODEL_OPTIONS:
+        c.model.name = name
+        model = build_model(config_lib.validate(c), 7)
+        assert model.num_classes == 7
+        if name == "mlp":
+            assert isinstance(model, MLP) and tuple(model.hidden) == (12,)
+        elif name == "cnn":
+            assert isinstance(model, CNN) and tuple(model.channels) == c.model.channels and model.pool == "max"
+        elif name.startswith("vgg"):
+            assert isinstance(model, VGG) and model.pool == "max"
+        else:
+            assert isinstance(model, ResNet) and model.stem == "imagenet"
+    c.model.name = "resnet19"
+    with pytest.raises(ConfigError, match="config.model.name='resnet19'.*resnet50"):
+        config_lib.validate(c)
+    with pytest.raises(ConfigError, match="config.model.name='resnet19'.*resnet50"):
+        build_model(c, 7)

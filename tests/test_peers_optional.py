@@ -1,4 +1,4 @@
-"""benchmarks/peers.py: the peer-library CNNs build, compute the described network, and time.
+"""benchmarks/peers: the peer-library CNNs build, compute the described network, and time.
 
 Peers are optional (CI installs none): each missing peer is skipped, never failed.
 """
@@ -8,16 +8,19 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import sys
 
 import pytest
 
-PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "peers.py")
+PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "peers")
 NAMES = ("spikingjelly", "snntorch", "spyx")
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("noisesnn_peers_test", PATH)
+    spec = importlib.util.spec_from_file_location("noisesnn_peers_test", os.path.join(PATH, "__init__.py"),
+                                                  submodule_search_locations=[PATH])
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # the package's modules import each other relatively
     spec.loader.exec_module(mod)
     return mod
 

@@ -14,6 +14,7 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
+from noisesnn_jax.data import prepare  # noqa: E402
 from noisesnn_jax.data import tfds as tfds_data  # noqa: E402
 from noisesnn_jax.errors import DataError  # noqa: E402
 
@@ -36,12 +37,19 @@ def _jpeg(seed: int, h: int, w: int) -> bytes:
 def imagenet_dir(tmp_path_factory):
     """Tiny JPEGs of varied sizes, 10 classes, in ImageNet's TFDS layout (ArrayRecord)."""
     d = str(tmp_path_factory.mktemp("tfds"))
-    tfds_data.write_imagenet_layout(
+    prepare.write_imagenet_layout(
         d, [(_jpeg(i, 36 + 3 * i, 48 + (i % 5) * 4), i % 10) for i in range(N_TRAIN)],
         [(_jpeg(1000 + i, 36 + 3 * i, 48 + (i % 5) * 4), i % 10) for i in range(N_VAL)])
     assert os.path.exists(os.path.join(d, "imagenet2012", str(tfds.builder_cls("imagenet2012").VERSION),
                                        "dataset_info.json"))
     return d
+
+
+def test_preparation_names_stay_importable_from_tfds():
+    """Preparation moved to ``data.prepare``; the names importers used from ``data.tfds`` are the same objects."""
+    for name in ("prepare_idx", "write_layout", "write_imagenet_layout", "read_idx", "read_idx_dataset",
+                 "prepare_command", "resolve_data_dir", "IDX_FILES", "IDX_COUNTS", "IDX_DATASETS", "DEBIAN_SOURCE"):
+        assert getattr(tfds_data, name) is getattr(prepare, name), name
 
 
 def test_pipeline_reads_imagenet_layout_deterministically(imagenet_dir):

@@ -234,7 +234,7 @@ def _cmd_config(args: argparse.Namespace, extra: list[str]) -> int:
 def _cmd_prepare(args: argparse.Namespace, extra: list[str]) -> int:
     if extra:
         raise NoiseSNNError(f"prepare takes no config overrides (got {extra[0]!r})")
-    from noisesnn_jax.data.tfds import prepare_idx
+    from noisesnn_jax.data.prepare import prepare_idx
     path = prepare_idx(args.dataset, args.data_dir, args.source_dir)
     print(f"{args.dataset} is prepared in {path}")
     return 0

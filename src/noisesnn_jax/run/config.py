@@ -18,8 +18,9 @@ import ml_collections
 
 from noisesnn_jax.data import DATASETS, TFDS_DATASETS
 from noisesnn_jax.errors import ConfigError
-from noisesnn_jax.models import ACTIVATIONS, MODELS, POOLS
+from noisesnn_jax.models import ACTIVATIONS, POOLS
 from noisesnn_jax.neurons import RESETS
+from noisesnn_jax.run.state import MODEL_OPTIONS
 from noisesnn_jax.spikes import NOISE_KINDS, SAMPLERS, Noise
 from noisesnn_jax.surrogate import SURROGATES
 
@@ -221,6 +222,13 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     Raises:
       ConfigError: the first invalid value, naming the field and the fix.
     """
+    for check in _CHECKS:
+        check(c)
+    return c
+
+
+def _check_run_and_dataset(c: ml_collections.ConfigDict) -> None:
+    """``seed``, ``method`` and ``dataset``."""
     _require(isinstance(c.seed, int) and not isinstance(c.seed, bool) and c.seed >= 0, "seed", c.seed,
              "it must be an integer >= 0")
     _require(c.method in METHODS, "method", c.method, f"choose one of {list(METHODS)}")
@@ -240,8 +248,12 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              "choose pad_crop_flip, flip or none, or leave it empty for the dataset's own")
     _require(not d.get("augment", "") or d.name in TFDS_DATASETS and d.name != "imagenet2012", "dataset.augment",
              d.get("augment"), "it applies to TFDS datasets other than imagenet2012; leave it empty")
+
+
+def _check_model(c: ml_collections.ConfigDict) -> None:
+    """``model``: the name (a :data:`noisesnn_jax.run.state.MODEL_OPTIONS` entry) and the architecture."""
     m = c.model
-    _require(m.name in MODELS, "model.name", m.name, f"choose one of {sorted(MODELS)}")
+    _require(m.name in MODEL_OPTIONS, "model.name", m.name, f"choose one of {sorted(MODEL_OPTIONS)}")
     _require(m.activation in ACTIVATIONS, "model.activation", m.activation, f"choose one of {list(ACTIVATIONS)}")
     _require(m.pool in POOLS, "model.pool", m.pool, f"choose one of {list(POOLS)}")
     _require(m.get("stem", "cifar") in ("cifar", "imagenet"), "model.stem", m.get("stem"), "choose cifar or imagenet")
@@ -253,6 +265,10 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                  f"model.{f}", v, "use a non-empty tuple of positive integers")
     _require(all(isinstance(i, int) and 0 <= i < len(m.channels) for i in m.pool_after),
              "model.pool_after", m.pool_after, f"use block indices in 0..{len(m.channels) - 1}")
+
+
+def _check_neuron_and_noise(c: ml_collections.ConfigDict) -> None:
+    """``neuron`` and ``noise``."""
     n = c.neuron
     _require(_positive(n.threshold), "neuron.threshold", n.threshold, "it must be a number > 0")
     _require(n.tau == 0 or (_positive(n.tau) and n.tau >= 1), "neuron.tau", n.tau,
@@ -267,6 +283,10 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              "it must be a finite number (in units of the threshold)")
     _require(_positive(z.std), "noise.std", z.std, "it must be a number > 0 (in units of the threshold)")
     _require(z.get("sampler", "reparam") in SAMPLERS, "noise.sampler", z.get("sampler"), f"choose one of {list(SAMPLERS)}")
+
+
+def _check_train(c: ml_collections.ConfigDict) -> None:
+    """``train``."""
     t = c.train
     _require(isinstance(t.epochs, int) and t.epochs >= 1, "train.epochs", t.epochs, "it must be an integer >= 1")
     _require(isinstance(t.batch_size, int) and t.batch_size >= 1, "train.batch_size", t.batch_size,
@@ -291,6 +311,11 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              "use the path of a training workdir (or leave it empty)")
     _require(isinstance(t.timesteps, int) and t.timesteps >= 1, "train.timesteps", t.timesteps,
              "it must be an integer >= 1 (the BPTT unroll length)")
+
+
+def _check_method_settings(c: ml_collections.ConfigDict) -> None:
+    """The settings of the ANN methods (QCFS's ``model.qcfs_*``, ``convert``) and BPTT's activation."""
+    m = c.model
     _require(isinstance(m.qcfs_levels, int) and m.qcfs_levels >= 1, "model.qcfs_levels", m.qcfs_levels,
              "it must be an integer >= 1")
     _require(_positive(m.get("qcfs_init", 4.0)), "model.qcfs_init", m.get("qcfs_init"), "it must be a number > 0")
@@ -304,13 +329,21 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              "use a value in [0, 1) (units of the threshold; 0 or 0.5)")
     if c.method in ("bptt",) and m.activation != "spike":
         raise ConfigError("config.method=bptt trains a spiking network; set --config.model.activation=spike")
+
+
+def _check_eval(c: ml_collections.ConfigDict) -> None:
+    """``eval``."""
     e = c.eval
     _require(isinstance(e.timesteps, tuple) and len(e.timesteps) > 0
              and all(isinstance(v, int) and v >= 1 for v in e.timesteps),
              "eval.timesteps", e.timesteps, "use a tuple of integers >= 1, e.g. (1, 2, 4, 8)")
     _require(isinstance(e.batch_size, int) and e.batch_size >= 1, "eval.batch_size", e.batch_size,
              "it must be an integer >= 1")
-    return c
+
+
+# The steps of :func:`validate`, in the order their fields are checked (the first invalid one is reported).
+_CHECKS = (_check_run_and_dataset, _check_model, _check_neuron_and_noise, _check_train, _check_method_settings,
+           _check_eval)
 
 
 def to_json(c: ml_collections.ConfigDict) -> str:

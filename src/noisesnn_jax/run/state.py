@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -37,6 +38,33 @@ class TrainState(train_state.TrainState):
 ANN_ACTIVATIONS = {"convert": "relu", "qcfs": "qcfs", "clip": "clip"}
 
 
+def _mlp_options(m: ml_collections.ConfigDict) -> dict[str, Any]:
+    return {"hidden": tuple(m.hidden)}
+
+
+def _cnn_options(m: ml_collections.ConfigDict) -> dict[str, Any]:
+    return {"channels": tuple(m.channels), "pool_after": tuple(m.pool_after), "pool": m.pool}
+
+
+def _vgg_options(m: ml_collections.ConfigDict) -> dict[str, Any]:
+    return {"pool": m.pool}
+
+
+def _resnet_options(m: ml_collections.ConfigDict) -> dict[str, Any]:
+    return {"stem": m.get("stem", "cifar")}
+
+
+#: Each zoo model's own keyword arguments, read from ``config.model`` (the ones every model takes
+#: are :func:`build_model`'s), by ``config.model.name``: the names a config may choose. A new model
+#: is one entry here beside its constructor in :data:`noisesnn_jax.models.MODELS`.
+MODEL_OPTIONS: dict[str, Callable[[ml_collections.ConfigDict], dict[str, Any]]] = {
+    "mlp": _mlp_options, "cnn": _cnn_options, "vgg11": _vgg_options, "vgg16": _vgg_options,
+    "resnet18": _resnet_options, "resnet20": _resnet_options, "resnet34": _resnet_options,
+    "resnet50": _resnet_options,
+}
+assert set(MODEL_OPTIONS) == set(MODELS), "every zoo model needs its entry in MODEL_OPTIONS"
+
+
 def build_model(config: ml_collections.ConfigDict, num_classes: int) -> SpikingModel:
     """The Flax model that ``config.model``, ``config.neuron`` and ``config.noise`` describe.
 
@@ -50,9 +78,11 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> SpikingM
       The unbound model of :data:`noisesnn_jax.models.MODELS`.
 
     Raises:
-      ConfigError: invalid neuron or noise settings.
+      ConfigError: an unknown model name, or invalid neuron or noise settings.
     """
     m, n, z = config.model, config.neuron, config.noise
+    if m.name not in MODEL_OPTIONS:
+        raise ConfigError(f"config.model.name={m.name!r} is invalid; choose one of {sorted(MODEL_OPTIONS)}")
     try:
         neuron = Neuron(threshold=float(n.threshold), tau=None if not n.tau else float(n.tau),
                         reset=n.reset, surrogate=n.surrogate, alpha=float(n.alpha) or None)
@@ -67,14 +97,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> SpikingM
                   qcfs_levels=int(m.get("qcfs_levels", 4)), qcfs_init=float(m.get("qcfs_init", 4.0)),
                   qcfs_per_layer=bool(m.get("qcfs_per_layer", False)))
     common["dtype"] = jnp.bfloat16 if m.get("dtype", "float32") == "bfloat16" else jnp.float32
-    if m.name == "mlp":
-        return MODELS["mlp"](hidden=tuple(m.hidden), **common)
-    if m.name == "cnn":
-        return MODELS["cnn"](channels=tuple(m.channels), pool_after=tuple(m.pool_after), pool=m.pool,
-                             **common)
-    if m.name.startswith("resnet"):
-        return MODELS[m.name](stem=m.get("stem", "cifar"), **common)
-    return MODELS[m.name](pool=m.pool, **common)
+    return MODELS[m.name](**MODEL_OPTIONS[m.name](m), **common)
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int,

@@ -200,25 +200,9 @@ def workdir_lock(workdir: str) -> Iterator[None]:
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress: bool, log,
                         stop_at_step: int | None) -> dict[str, Any]:
-    cfg_path = os.path.join(workdir, "config.json")
-    if os.path.exists(cfg_path):
-        try:
-            with open(cfg_path) as f:
-                saved = config_lib.from_json(f.read())
-        except Exception as e:
-            raise CheckpointError(f"{cfg_path} is unreadable ({type(e).__name__}); "
-                                  f"use a new --workdir") from None
-        check_compatible(saved, config, workdir)
-    else:
-        saved = None
-    ds = dataset_from_config(config)
-    if config.model.name != "mlp" and not ds.is_image:
-        raise ConfigError(f"model {config.model.name!r} needs images [N, H, W, C] but dataset "
-                          f"{ds.name!r} has flat features {ds.input_shape}; use --config.model.name=mlp")
+    saved = _saved_config(config, workdir)
+    ds = _checked_dataset(config)
     t = config.train
-    if t.batch_size > ds.num_train:
-        raise ConfigError(f"config.train.batch_size={t.batch_size} exceeds the {ds.num_train} "
-                          f"training examples; use a smaller batch size")
     spe = steps_per_epoch(ds.num_train, t.batch_size)
     total = spe * t.epochs
     model = build_model(config, ds.num_classes)
@@ -227,47 +211,17 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progres
     init_key, noise_key = jax.random.split(root)
     state = create_state(model, tx, ds.input_shape, init_key)
     manager = open_manager(workdir, t.keep_checkpoints)
-    restored = restore_checkpoint(manager, state, log)
-    if restored is None and t.get("init_from"):
-        state = _init_from(state, model, ds.input_shape, t.init_from, log)
-    if restored is not None:
-        state = restored
-        log(f"resumed from step {int(state.step)} in {workdir}")
-        if saved is not None:
-            for line in schedule_changes(saved, config, int(state.step), ds.num_train):
-                log(line)
+    state = _starting_state(config, workdir, saved, ds, model, state, manager, log)
     main_process = jax.process_index() == 0
     if main_process:
-        with open(cfg_path, "w") as f:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config_lib.to_json(config))
-    if not main_process:
+    else:
         log = lambda *a, **k: None  # noqa: E731 - logs and metrics from process 0 only
         progress = False
-
     timesteps = t.timesteps if config.method == "bptt" else 1
-    step_impl = functools.partial(train_step, num_classes=ds.num_classes,
-                             label_smoothing=t.label_smoothing, timesteps=timesteps)
-    mesh = parallel.make_mesh()
-    if mesh.devices.size > 1:
-        try:
-            parallel.check_divisible(t.batch_size, mesh)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        state = parallel.replicate(mesh, state)
-        step_fn = parallel.shard_train_step(mesh, step_impl)
-        rows = parallel.process_slice(t.batch_size)
-        to_device = lambda a: parallel.global_batch(mesh, a)  # noqa: E731
-        log(f"data parallel over {mesh.devices.size} devices ({jax.process_count()} processes)")
-    else:
-        step_fn = jax.jit(step_impl, donate_argnums=0)
-        to_device = jnp.asarray
-        rows = slice(None)
-    n_params = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(state.params))
-    log(f"{config.method} training of {config.model.name} ({model.activation}, {n_params:,} parameters"
-        f"{f', BPTT over T={timesteps}' if timesteps > 1 else ''}) on {ds.name} ({ds.num_train:,} train / "
-        f"{ds.num_test:,} {_split(config)}, input {list(ds.input_shape)}); {jax.device_count()} {jax.default_backend()} "
-        f"device(s) in {jax.process_count()} process(es), global batch {t.batch_size}, {spe} steps per epoch, "
-        f"{t.epochs} epochs ({total} steps), from step {int(state.step)}")
+    state, step_fn, rows, to_device, mesh = _placement(config, ds, state, timesteps, log)
+    _log_start(config, ds, model, state, timesteps, spe, total, log)
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
@@ -287,6 +241,88 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progres
             writer.close()
     manager.close()
     return last
+
+
+def _saved_config(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict | None:
+    """The config of the run ``workdir`` holds, checked against ``config``; ``None`` for a new run."""
+    cfg_path = os.path.join(workdir, "config.json")
+    if not os.path.exists(cfg_path):
+        return None
+    try:
+        with open(cfg_path) as f:
+            saved = config_lib.from_json(f.read())
+    except Exception as e:
+        raise CheckpointError(f"{cfg_path} is unreadable ({type(e).__name__}); "
+                              f"use a new --workdir") from None
+    check_compatible(saved, config, workdir)
+    return saved
+
+
+def _checked_dataset(config: ml_collections.ConfigDict) -> Dataset:
+    """The run's dataset, checked against its model and batch size."""
+    ds = dataset_from_config(config)
+    if config.model.name != "mlp" and not ds.is_image:
+        raise ConfigError(f"model {config.model.name!r} needs images [N, H, W, C] but dataset "
+                          f"{ds.name!r} has flat features {ds.input_shape}; use --config.model.name=mlp")
+    t = config.train
+    if t.batch_size > ds.num_train:
+        raise ConfigError(f"config.train.batch_size={t.batch_size} exceeds the {ds.num_train} "
+                          f"training examples; use a smaller batch size")
+    return ds
+
+
+def _starting_state(config: ml_collections.ConfigDict, workdir: str, saved: ml_collections.ConfigDict | None,
+                    ds: Dataset, model: Any, state: TrainState, manager: Any, log) -> TrainState:
+    """The state the run continues from: the workdir's latest checkpoint, else ``train.init_from``'s
+    variables, else the fresh ``state``."""
+    t = config.train
+    restored = restore_checkpoint(manager, state, log)
+    if restored is None and t.get("init_from"):
+        state = _init_from(state, model, ds.input_shape, t.init_from, log)
+    if restored is not None:
+        state = restored
+        log(f"resumed from step {int(state.step)} in {workdir}")
+        if saved is not None:
+            for line in schedule_changes(saved, config, int(state.step), ds.num_train):
+                log(line)
+    return state
+
+
+def _placement(config: ml_collections.ConfigDict, ds: Dataset, state: TrainState, timesteps: int,
+               log) -> tuple[TrainState, Callable, slice, Callable, Any]:
+    """The jitted step and where its data lives: ``(state, step_fn, rows, to_device, mesh)``,
+    data parallel over the mesh when it has several devices."""
+    t = config.train
+    step_impl = functools.partial(train_step, num_classes=ds.num_classes,
+                                  label_smoothing=t.label_smoothing, timesteps=timesteps)
+    mesh = parallel.make_mesh()
+    if mesh.devices.size > 1:
+        try:
+            parallel.check_divisible(t.batch_size, mesh)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        state = parallel.replicate(mesh, state)
+        step_fn = parallel.shard_train_step(mesh, step_impl)
+        rows = parallel.process_slice(t.batch_size)
+        to_device = lambda a: parallel.global_batch(mesh, a)  # noqa: E731
+        log(f"data parallel over {mesh.devices.size} devices ({jax.process_count()} processes)")
+    else:
+        step_fn = jax.jit(step_impl, donate_argnums=0)
+        to_device = jnp.asarray
+        rows = slice(None)
+    return state, step_fn, rows, to_device, mesh
+
+
+def _log_start(config: ml_collections.ConfigDict, ds: Dataset, model: Any, state: TrainState, timesteps: int,
+               spe: int, total: int, log) -> None:
+    """The run's first line: method, model, dataset, devices, batch and steps."""
+    t = config.train
+    n_params = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(state.params))
+    log(f"{config.method} training of {config.model.name} ({model.activation}, {n_params:,} parameters"
+        f"{f', BPTT over T={timesteps}' if timesteps > 1 else ''}) on {ds.name} ({ds.num_train:,} train / "
+        f"{ds.num_test:,} {_split(config)}, input {list(ds.input_shape)}); {jax.device_count()} {jax.default_backend()} "
+        f"device(s) in {jax.process_count()} process(es), global batch {t.batch_size}, {spe} steps per epoch, "
+        f"{t.epochs} epochs ({total} steps), from step {int(state.step)}")
 
 
 def tensorboard_writer(workdir: str):
@@ -377,71 +413,88 @@ class _Loop:
 
     def run(self, state: TrainState, final: int) -> dict[str, Any]:
         """Steps from ``state.step`` to ``final``: epochs, checkpoints, metrics; the last epoch's metrics."""
-        config, ds, log, stop = self.config, self.ds, self.log, self.stop
         step, spe = int(state.step), self.steps_per_epoch
-        t = config.train
         last: dict[str, Any] = {}
-        first_step, started = step, time.perf_counter()
+        clock = (step, time.perf_counter())  # the first step and its time, for the rate and the ETA
         while step < final:
             epoch = step // spe
             end = min((epoch + 1) * spe, final)
-            bar = self.tqdm(total=spe, initial=step - epoch * spe, desc=f"epoch {epoch + 1}/{t.epochs}",
+            bar = self.tqdm(total=spe, initial=step - epoch * spe, desc=f"epoch {epoch + 1}/{self.config.train.epochs}",
                             leave=False, disable=None, file=sys.stderr) if self.tqdm else _NoBar()
             t0 = time.perf_counter()
-            sums = None  # metrics summed on the device over every step of the epoch
-            count = 0
-            while step < end:
-                xb, yb = ds.train_batch(t.batch_size, config.seed, step, self.rows)  # this process's rows
-                state, m = self.step_fn(state, self.to_device(xb), self.to_device(yb), self.noise_key)
-                sums = m if sums is None else jax.tree_util.tree_map(jnp.add, sums, m)
-                step += 1
-                count += 1
-                if count % 10 == 0 or step == end:  # read back every 10 steps, not every step
-                    loss = float(jax.device_get(m["loss"]))
-                    if not np.isfinite(loss):
-                        raise FloatingPointError(
-                            f"training diverged at step {step} (loss {loss}); lower "
-                            f"--config.train.learning_rate (now {t.learning_rate})")
-                if t.log_every_steps and step % t.log_every_steps == 0:
-                    done = step - first_step
-                    rate = done / max(time.perf_counter() - started, 1e-9)
-                    mean = jax.device_get(sums)
-                    if self.writer is not None:
-                        self.writer.add_scalar("train/loss", float(mean["loss"]) / count, step)
-                        self.writer.add_scalar("train/steps_per_second", rate, step)
-                    log(f"step {step}/{final} (epoch {epoch + 1})  loss {float(mean['loss']) / count:.4f}  "
-                        f"train acc {float(mean['accuracy']) / count:.4f}  {rate:.2f} steps/s  "
-                        f"ETA {_duration((final - step) / max(rate, 1e-9))}")
-                bar.update(1)
-                if stop.agreed(sync_point=count % 10 == 0 or step == end):
-                    break
-                if step % self.checkpoint_every == 0 and step != end:
-                    self.save(state, sums)
+            state, step, sums, count = self._epoch_steps(state, step, end, final, epoch, bar, clock)
             bar.close()
             seconds = time.perf_counter() - t0
             self.save(state, sums)
-            if stop.stopping:
-                log(f"signal {stop.requested or 'on another process'} received: saved a checkpoint at step "
-                    f"{step}; re-run to continue")
+            if self.stop.stopping:
+                self.log(f"signal {self.stop.requested or 'on another process'} received: saved a checkpoint at "
+                         f"step {step}; re-run to continue")
                 raise TrainingInterrupted(step)
             if step % spe:  # stopped inside an epoch: no epoch summary
-                log(f"stopped at step {step} (epoch {epoch + 1} unfinished); re-run to continue")
+                self.log(f"stopped at step {step} (epoch {epoch + 1} unfinished); re-run to continue")
                 break
-            ev = evaluate_dataset(self.model, variables_of(state), ds, 1, batch_size=config.eval.batch_size,
-                                  mesh=self.mesh)
-            sums = jax.device_get(sums)
-            last = {"epoch": epoch + 1, "step": step, "train_loss": float(sums["loss"]) / count,
-                    "train_accuracy": float(sums["accuracy"]) / count, "test_accuracy_t1": ev["accuracy"],
-                    "epoch_seconds": round(seconds, 3), "steps": count}
-            if self.metrics_path:
-                _write_jsonl(self.metrics_path, last)
-            if self.writer is not None:
-                for key in ("train_loss", "train_accuracy", "test_accuracy_t1", "epoch_seconds"):
-                    self.writer.add_scalar(f"epoch/{key}", last[key], step)
-                self.writer.flush()
-            log(f"epoch {epoch + 1:3d}/{t.epochs}  loss {last['train_loss']:.4f}  "
-                f"train acc {last['train_accuracy']:.4f}  {_split(config)} acc (T=1) {ev['accuracy']:.4f}  "
-                f"{seconds:.1f}s")
+            last = self._end_epoch(state, epoch, step, sums, count, seconds)
+        return last
+
+    def _epoch_steps(self, state: TrainState, step: int, end: int, final: int, epoch: int, bar: Any,
+                     clock: tuple[int, float]) -> tuple[TrainState, int, Any, int]:
+        """Steps of epoch ``epoch`` from ``step`` to ``end``, or until a signal stops them:
+        ``(state, step, sums, count)``, the metrics summed on the device over ``count`` steps."""
+        config, t = self.config, self.config.train
+        sums = None  # metrics summed on the device over every step of the epoch
+        count = 0
+        while step < end:
+            xb, yb = self.ds.train_batch(t.batch_size, config.seed, step, self.rows)  # this process's rows
+            state, m = self.step_fn(state, self.to_device(xb), self.to_device(yb), self.noise_key)
+            sums = m if sums is None else jax.tree_util.tree_map(jnp.add, sums, m)
+            step += 1
+            count += 1
+            if count % 10 == 0 or step == end:  # read back every 10 steps, not every step
+                loss = float(jax.device_get(m["loss"]))
+                if not np.isfinite(loss):
+                    raise FloatingPointError(
+                        f"training diverged at step {step} (loss {loss}); lower "
+                        f"--config.train.learning_rate (now {t.learning_rate})")
+            if t.log_every_steps and step % t.log_every_steps == 0:
+                self._log_step(step, final, epoch, sums, count, clock)
+            bar.update(1)
+            if self.stop.agreed(sync_point=count % 10 == 0 or step == end):
+                break
+            if step % self.checkpoint_every == 0 and step != end:
+                self.save(state, sums)
+        return state, step, sums, count
+
+    def _log_step(self, step: int, final: int, epoch: int, sums: Any, count: int, clock: tuple[int, float]) -> None:
+        """The line (and TensorBoard scalars) of ``train.log_every_steps``: the epoch's mean loss so far."""
+        first_step, started = clock
+        rate = (step - first_step) / max(time.perf_counter() - started, 1e-9)
+        mean = jax.device_get(sums)
+        if self.writer is not None:
+            self.writer.add_scalar("train/loss", float(mean["loss"]) / count, step)
+            self.writer.add_scalar("train/steps_per_second", rate, step)
+        self.log(f"step {step}/{final} (epoch {epoch + 1})  loss {float(mean['loss']) / count:.4f}  "
+                 f"train acc {float(mean['accuracy']) / count:.4f}  {rate:.2f} steps/s  "
+                 f"ETA {_duration((final - step) / max(rate, 1e-9))}")
+
+    def _end_epoch(self, state: TrainState, epoch: int, step: int, sums: Any, count: int,
+                   seconds: float) -> dict[str, Any]:
+        """Evaluate at T=1 after epoch ``epoch`` (it ends at ``step``); record and log its metrics."""
+        config = self.config
+        ev = evaluate_dataset(self.model, variables_of(state), self.ds, 1, batch_size=config.eval.batch_size,
+                              mesh=self.mesh)
+        sums = jax.device_get(sums)
+        last = {"epoch": epoch + 1, "step": step, "train_loss": float(sums["loss"]) / count,
+                "train_accuracy": float(sums["accuracy"]) / count, "test_accuracy_t1": ev["accuracy"],
+                "epoch_seconds": round(seconds, 3), "steps": count}
+        if self.metrics_path:
+            _write_jsonl(self.metrics_path, last)
+        if self.writer is not None:
+            for key in ("train_loss", "train_accuracy", "test_accuracy_t1", "epoch_seconds"):
+                self.writer.add_scalar(f"epoch/{key}", last[key], step)
+            self.writer.flush()
+        self.log(f"epoch {epoch + 1:3d}/{config.train.epochs}  loss {last['train_loss']:.4f}  "
+                 f"train acc {last['train_accuracy']:.4f}  {_split(config)} acc (T=1) {ev['accuracy']:.4f}  "
+                 f"{seconds:.1f}s")
         return last
 
 
