@@ -3,6 +3,9 @@ prediction, the readout bound holds on real per-step logits, and the command rep
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -80,6 +83,20 @@ def test_exact_rule_never_changes_a_prediction(model, shape):
     np.testing.assert_array_equal(r["predictions"], full)
     if isinstance(model, models.MLP):
         assert (r["steps"] < T).any() and (r["steps"] == T).any()
+
+
+def test_exact_rule_needs_no_nir():
+    """The exact rule reads the network's trace (noisesnn_jax.tracing), not its NIR export: it runs
+    without importing the optional ``nir`` package or the interop layer."""
+    code = ("import sys, jax, numpy as np, noisesnn_jax, noisesnn_jax.early_exit as ee\n"
+            "model = noisesnn_jax.models.MLP(hidden=(8,))\n"
+            "x = np.asarray(jax.random.uniform(jax.random.key(0), (4, 3, 3, 1)))\n"
+            "v = model.init(jax.random.key(1), x)\n"
+            "r = ee.predict_early_exit(model, v, x, 2, ee.ExitRule('exact'))\n"
+            "assert r['steps'].shape == (4,) and ee.readout_bound(model, v, x).shape == (10, 10)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'nir' or m.startswith('noisesnn_jax.interop')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
 
 
 def test_cli_early_exit_report(tiny_config, tmp_path, capsys):

@@ -11,11 +11,12 @@ after which the bias is injected as current at every time step.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 
+from noisesnn_jax import tracing
 from noisesnn_jax.contract import Array, SpikingModel, Variables
 
 if TYPE_CHECKING:
@@ -26,9 +27,9 @@ def batchnorm_pairs(model: SpikingModel, variables: Variables,
                     example: Array) -> dict[tuple[str, ...], tuple[nn.BatchNorm, tuple[str, ...]]]:
     """Which layer each batch norm normalizes, found by tracing the network, not by names.
 
-    Runs the model once in inference mode (abstractly, ``jax.eval_shape``) on ``example``
-    ``[B, ...]`` and records every ``nn.Conv``/``nn.Dense``/``nn.BatchNorm`` call. A batch norm
-    whose input is exactly the output of a conv or dense layer is paired with it.
+    Traces the model once in inference mode (abstractly, :func:`noisesnn_jax.tracing.trace`) on
+    ``example`` ``[B, ...]``. A batch norm whose input is exactly the output of a conv or dense
+    layer is paired with it.
 
     Args:
       model: the model (:class:`~noisesnn_jax.contract.SpikingModel`).
@@ -43,29 +44,16 @@ def batchnorm_pairs(model: SpikingModel, variables: Variables,
       ValueError: a batch norm whose input is not a conv/dense output (after an addition, say),
         which folding cannot absorb; the message names it.
     """
-    import flax.linen as nn
-
-    outputs: dict[int, tuple[Any, tuple[str, ...]]] = {}  # id of a layer's output -> (output, layer path)
-    pairs: dict[tuple[str, ...], tuple[Any, tuple[str, ...]]] = {}
+    graph = tracing.trace(model, variables, example, abstract=True)
+    pairs: dict[tuple[str, ...], tuple[nn.BatchNorm, tuple[str, ...]]] = {}
     unpaired: list[str] = []
-
-    def interceptor(next_fun, args, kwargs, context):
-        out = next_fun(*args, **kwargs)
-        mod = context.module
-        if context.method_name == "__call__":
-            path = tuple(mod.scope.path)
-            if isinstance(mod, (nn.Conv, nn.Dense)):
-                outputs[id(out)] = (out, path)  # the output is kept, so its id is not reused
-            elif isinstance(mod, nn.BatchNorm):
-                seen = outputs.get(id(args[0]))
-                if seen is None or seen[0] is not args[0]:
-                    unpaired.append("/".join(path))
-                else:
-                    pairs[seen[1]] = (mod, path)
-        return out
-
-    with nn.intercept_methods(interceptor):
-        jax.eval_shape(lambda v, x: model.apply(v, x, train=False, timesteps=1), variables, jnp.asarray(example))
+    for node in graph.nodes:
+        if node.op == "batch_norm":
+            layer = graph.source(node)
+            if layer is None or layer.op not in ("conv", "dense"):
+                unpaired.append("/".join(node.path))
+            else:
+                pairs[layer.path] = (node.module, node.path)
     if unpaired:
         raise ValueError(f"batch norm {', '.join(unpaired)} of {type(model).__name__} does not follow a conv or "
                          f"dense layer directly, so it cannot be folded; evaluate the model unfolded "

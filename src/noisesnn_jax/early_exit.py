@@ -12,7 +12,7 @@ a few shapes compile), so a finished sample costs nothing more. Rules:
 - ``exact``: stop when no spikes the remaining ``T - t`` steps could bring can change the
   prediction of the full ``T`` steps. Each step adds ``z = W f + b`` to ``S``, where ``f`` is the
   readout's input: spikes of amplitude 1 or their averages (pooling), so ``0 <= f <= 1`` (spike
-  amplitudes are folded into ``W``, as in the NIR export, :mod:`noisesnn_jax.interop.nir`). Hence
+  amplitudes are folded into ``W``, read from the network's trace, :mod:`noisesnn_jax.tracing`). Hence
   ``z_c - z_k >= D_ck = (b_c - b_k) + sum_j min(0, W_cj - W_kj)`` for every step, and the leader
   ``c`` stays the leader through step ``T`` when ``S_c - S_k + (T - t) D_ck > 0`` for all ``k``.
   The bound is exact in the sense that stopping never changes the full-T prediction (tested); it
@@ -31,8 +31,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from noisesnn_jax import tracing
 from noisesnn_jax.contract import Array, SpikingModel, Variables, check_inputs
+from noisesnn_jax.convert import fold_batchnorm
 from noisesnn_jax.errors import ConfigError, ExportError
+from noisesnn_jax.layers import READOUT_COLLECTION
 
 RULES = ("margin", "confidence", "exact")
 _MIN_BUCKET = 8
@@ -103,8 +106,9 @@ def readout_bound(model: SpikingModel, variables: Variables, example: Array | np
     """The exact rule's bound ``D [K, K]`` on what one step can add to two classes' logits.
 
     ``D_ck`` is a lower bound on ``z_c - z_k``, the difference any one step can add to the summed
-    logits of classes ``c`` and ``k`` (see the module docstring). Found from the network's NIR
-    trace (the readout's folded weights and what feeds it).
+    logits of classes ``c`` and ``k`` (see the module docstring). Found from the trace of the
+    batch-norm-folded network (:func:`noisesnn_jax.tracing.trace`): the readout's weights, scaled
+    by the largest value each of its inputs takes (the spike amplitude of the layer that feeds it).
 
     Args:
       model: the model (:class:`~noisesnn_jax.contract.SpikingModel`).
@@ -115,58 +119,52 @@ def readout_bound(model: SpikingModel, variables: Variables, example: Array | np
       ``D``, float64 ``[K, K]``.
 
     Raises:
-      ExportError: the network cannot be traced into NIR, or the readout is not an affine map of
-        spikes (or their averages).
+      ExportError: batch norm that cannot be folded, a model that does not end with one dense
+        readout, or a readout that is not an affine map of spikes (or their averages).
     """
-    from noisesnn_jax.interop.nir import to_nir
-
-    graph = to_nir(model, variables, example, verify=False)
-    nodes, preds = graph.nodes, {}
-    for a, b in graph.edges:
-        preds.setdefault(b, []).append(a)
-    (src,) = preds["output"] if len(preds.get("output", [])) == 1 else (None,)
-    readout = nodes.get(src)
-    if type(readout).__name__ not in ("Affine", "Linear"):
+    example = np.asarray(example, np.float32)
+    variables = {k: c for k, c in variables.items() if k not in (READOUT_COLLECTION, "intermediates")}
+    try:
+        model, variables = fold_batchnorm(model, variables, example)
+    except ValueError as e:
+        raise ExportError(f"batch norm cannot be folded for the exact early-exit rule: {e}") from None
+    graph = tracing.trace(model, variables, example)
+    end = graph.readout()
+    readout = None if end is None else graph.source(end)
+    if readout is None or readout.op != "dense":
         raise ExportError("the exact early-exit rule needs a model whose output is one dense readout")
-    scale = _input_range(nodes, preds, src)
-    w = np.asarray(readout.weight, np.float64) * scale[None, :]
-    b = np.asarray(getattr(readout, "bias", np.zeros(w.shape[0])), np.float64)
+    kernel = np.asarray(readout.params["kernel"], np.float32)  # [N, K]
+    upper = _input_range(graph, readout).astype(np.float32)  # as the readout's weights take the spike amplitude
+    w = np.asarray((kernel * upper[:, None]).T, np.float64)
+    b = np.asarray(readout.params["bias"], np.float64) if "bias" in readout.params else np.zeros(w.shape[0])
     diff = w[:, None, :] - w[None, :, :]  # [c, k, j]
     return (b[:, None] - b[None, :]) + np.minimum(diff, 0.0).sum(-1)
 
 
-def _input_range(nodes: dict, preds: dict, name: str) -> np.ndarray:
-    """Per feature, the largest value the input of node ``name`` takes (its least is 0): spikes
-    reach it through pooling, flattening and scaling only."""
-    def upper(n: str) -> np.ndarray:
-        kind = type(nodes[n]).__name__
-        if kind in ("IF", "LIF"):
-            return np.ones(nodes[n].v_threshold.shape)
-        ins = preds.get(n, [])
-        if len(ins) != 1:
-            raise ExportError(f"the exact early-exit rule needs the readout fed by spikes alone; {n!r} sums "
-                              f"{len(ins)} inputs")
-        up = upper(ins[0])
-        if kind == "AvgPool2d":
-            return up.max(axis=(1, 2), keepdims=True) * np.ones((up.shape[0],) + _pooled(nodes[n], up.shape))
-        if kind == "Flatten":
+def _input_range(graph: tracing.Trace, node: tracing.Node) -> np.ndarray:
+    """Per feature, the largest value the input of ``node`` takes (its least is 0): spikes of
+    amplitude ``theta`` reach it through average pooling and flattening only."""
+    def upper(n: tracing.Node | None) -> np.ndarray:  # over one example's axes of n's output
+        if n is None:
+            raise ExportError("the exact early-exit rule needs the readout fed by spikes; it is fed by the model's "
+                              "input or by an operation the trace does not see")
+        if n.op == "spiking":
+            return np.broadcast_to(np.asarray(n.attrs["threshold"], np.float32), n.output.shape[1:])
+        if not (n.op in ("add", "flatten", "global_avg_pool") or n.op == "pool" and n.attrs["kind"] == "avg"):
+            what = f"{n.attrs['kind']} pool" if n.op == "pool" else "/".join(n.path) or n.op
+            raise ExportError(f"the exact early-exit rule needs the readout fed by spikes through average pooling "
+                              f"or flattening; {what!r} lies between them")
+        if len(n.inputs) != 1:
+            raise ExportError(f"the exact early-exit rule needs the readout fed by spikes alone; {n.op} sums "
+                              f"{len(n.inputs)} inputs")
+        up = upper(graph.source(n))
+        if n.op == "flatten":
             return up.reshape(-1)
-        if kind == "Scale":
-            if np.any(np.asarray(nodes[n].scale) < 0):
-                raise ExportError("the exact early-exit rule needs non-negative spike scales")
-            return up * np.asarray(nodes[n].scale)
-        raise ExportError(f"the exact early-exit rule needs the readout fed by spikes through pooling or flattening; "
-                          f"{n!r} is a {kind}")
+        if n.op == "add":
+            return up
+        return np.broadcast_to(up.max(axis=(0, 1)), n.output.shape[1:])  # pooled: the window's largest
 
-    ins = preds.get(name, [])
-    if len(ins) != 1:
-        raise ExportError("the exact early-exit rule needs the readout fed by one spiking layer")
-    return upper(ins[0]).reshape(-1)
-
-
-def _pooled(node: Any, shape: tuple[int, ...]) -> tuple[int, int]:
-    k, s, p = (np.broadcast_to(np.ravel(getattr(node, a)), (2,)) for a in ("kernel_size", "stride", "padding"))
-    return tuple(int((shape[i + 1] + 2 * p[i] - k[i]) // s[i] + 1) for i in range(2))
+    return upper(graph.source(node)).reshape(-1)
 
 
 @functools.lru_cache(maxsize=16)

@@ -8,20 +8,18 @@ extra leading axis as more batch, so stateless layers process all steps in one c
 spiking layer is ``[B, ...]`` and constant in time (direct coding, ``constant=True``): it is
 computed once, not ``T`` times. A neuron given a tensor whose leading axis is not ``T`` (the first
 layer without ``constant=True``) raises an error instead of guessing.
+
+The functions below and :class:`SpikingNeuron` report each call to an active trace
+(:func:`noisesnn_jax.tracing.record`), so that a trace sees the operations between modules.
 """
 
 from __future__ import annotations
-
-import contextlib
-import contextvars
-from collections.abc import Iterator
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from noisesnn_jax import neurons
+from noisesnn_jax import neurons, tracing
 from noisesnn_jax.contract import Array
 from noisesnn_jax.neurons import Neuron
 from noisesnn_jax.spikes import Noise, noisy_spike
@@ -30,38 +28,6 @@ STATE_COLLECTION = "neuron_state"
 
 
 READOUT_COLLECTION = "readout"
-
-# The graph trace of :mod:`noisesnn_jax.interop.export`: while one is active, the functions below report
-# each call (operation, inputs, output, attributes), so that the exporter sees the operations
-# between modules (pooling, flattening, additions) as well as the modules themselves.
-_TRACE: contextvars.ContextVar[list | None] = contextvars.ContextVar("noisesnn_graph_trace", default=None)
-
-
-@contextlib.contextmanager
-def graph_trace(sink: list | None = None) -> Iterator[list]:
-    """Record the calls of this module's functions while the context is active.
-
-    Each call of :func:`flatten_features`, :func:`pool2d`, :func:`global_avg_pool`, :func:`add`
-    and :func:`average_readout` appends ``(op, inputs, output, attributes)``, in call order.
-
-    Args:
-      sink: the list to append to; ``None`` starts a new one.
-
-    Yields:
-      The list the calls are recorded into.
-    """
-    token = _TRACE.set([] if sink is None else sink)
-    try:
-        yield _TRACE.get()
-    finally:
-        _TRACE.reset(token)
-
-
-def _record(op: str, inputs: tuple[Array, ...], output: Array, **attrs: Any) -> Array:
-    trace = _TRACE.get()
-    if trace is not None:
-        trace.append((op, inputs, output, attrs))
-    return output
 
 
 def flatten_features(x: Array, timesteps: int = 1) -> Array:
@@ -85,7 +51,7 @@ def flatten_features(x: Array, timesteps: int = 1) -> Array:
         raise ValueError(f"flatten_features: an input of shape {tuple(x.shape)} at timesteps={timesteps} has no "
                          f"features to flatten past its {'[T, B]' if lead == 2 else '[B]'} axes; images are "
                          f"channels-last [B, H, W, C] (add a channel axis with x[..., None])")
-    return _record("flatten", (x,), x.reshape(x.shape[:lead] + (-1,)))
+    return tracing.record("flatten", (x,), x.reshape(x.shape[:lead] + (-1,)))
 
 
 def pool2d(x: Array, kind: str, window: int, stride: int, padding: str = "VALID") -> Array:
@@ -108,8 +74,8 @@ def pool2d(x: Array, kind: str, window: int, stride: int, padding: str = "VALID"
     pool = {"avg": nn.avg_pool, "max": nn.max_pool}[kind]
     lead = x.shape[:-3]
     y = pool(x.reshape((-1,) + x.shape[-3:]), (window, window), strides=(stride, stride), padding=padding)
-    return _record("pool", (x,), y.reshape(lead + y.shape[1:]), kind=kind, window=window, stride=stride,
-                   padding=padding)
+    return tracing.record("pool", (x,), y.reshape(lead + y.shape[1:]), kind=kind, window=window, stride=stride,
+                          padding=padding)
 
 
 def global_avg_pool(x: Array) -> Array:
@@ -121,7 +87,7 @@ def global_avg_pool(x: Array) -> Array:
     Returns:
       ``[B, C]`` or ``[T, B, C]``.
     """
-    return _record("global_avg_pool", (x,), jnp.mean(x, axis=(-3, -2)))
+    return tracing.record("global_avg_pool", (x,), jnp.mean(x, axis=(-3, -2)))
 
 
 def add(*xs: Array) -> Array:
@@ -136,7 +102,7 @@ def add(*xs: Array) -> Array:
     out = xs[0]
     for x in xs[1:]:
         out = out + x
-    return _record("add", xs, out)
+    return tracing.record("add", xs, out)
 
 
 def average_readout(module: nn.Module, logits: Array, timesteps: int) -> Array:
@@ -159,7 +125,7 @@ def average_readout(module: nn.Module, logits: Array, timesteps: int) -> Array:
     Raises:
       ValueError: in multi-step mode, ``logits``' leading axis is not ``T``.
     """
-    _record("readout", (logits,), logits, timesteps=timesteps)
+    tracing.record("readout", (logits,), logits, timesteps=timesteps)
     sow = not module.is_initializing()  # the model's variables do not hold a batch's logits
     if timesteps == 1:
         if sow:
@@ -281,7 +247,7 @@ class SpikingNeuron(nn.Module):
                         f"layer, its input current is [B, ...] and constant over time: pass constant=True")
                 s, _ = neurons.run(self.neuron, x, v0, theta, remat=self.remat)
         self.sow("intermediates", "firing_rate", jnp.mean(s.astype(jnp.float32)))
-        return s * theta
+        return tracing.record("spiking", (x,), s * theta, module=self, threshold=theta)
 
 
 class QCFS(nn.Module):

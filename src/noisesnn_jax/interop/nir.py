@@ -23,27 +23,28 @@ How this library's multi-step network maps onto NIR's nodes (the graph's metadat
                     convolution pads unevenly, which NIR's symmetric padding cannot say: the kernel
                     gets a row/column of zero taps instead (the same function); import strips them.
 
-Export traces the batch-norm-folded network once at T=1 and records the modules (``nn.Conv``,
-``nn.Dense``, :class:`~noisesnn_jax.layers.SpikingNeuron`) and the functions of
-:mod:`noisesnn_jax.layers` (``pool2d``, ``flatten_features``, ``global_avg_pool``, ``add``,
-``average_readout``) with the values flowing between them, so a user's own model exports when it is
-built from those. Anything else (max pooling, a ReLU, an operation the trace does not see) is an
-:class:`~noisesnn_jax.errors.ExportError` that names the layer. The exported graph is re-imported
-and checked against the model before it is returned. Import (:func:`from_nir`, the
+Export traces the batch-norm-folded network once at T=1 (:func:`noisesnn_jax.tracing.trace`: the
+modules ``nn.Conv``, ``nn.Dense``, :class:`~noisesnn_jax.layers.SpikingNeuron` and the functions of
+:mod:`noisesnn_jax.layers`, ``pool2d``, ``flatten_features``, ``global_avg_pool``, ``add``,
+``average_readout``, with the values flowing between them) and turns each node of the trace into
+NIR nodes by its rule, so a user's own model exports when it is built from those. Anything else (max
+pooling, a ReLU, an operation the trace does not see) is an :class:`~noisesnn_jax.errors.ExportError`
+that names the layer. The exported graph is re-imported and checked against the model before it is
+returned. Import (:func:`from_nir`, the
 :class:`NIRNetwork` it builds) lives in :mod:`noisesnn_jax.interop.nir_import` and is re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from noisesnn_jax import layers
+from noisesnn_jax import layers, tracing
 from noisesnn_jax.contract import Array, SpikingModel, Variables
 from noisesnn_jax.errors import ExportError
 from noisesnn_jax.interop.nir_import import NEURON_NODES, SUPPORTED_NODES, GraphNode, NIRNetwork, _nir, from_nir
@@ -80,7 +81,7 @@ class _Exporter:
         self.nir = _nir()
         self.nodes: dict[str, Any] = {}
         self.edges: list[tuple[str, str]] = []
-        self.values: dict[int, tuple[Any, _Value]] = {}  # id of a traced array -> (array, value)
+        self.values: dict[int, _Value] = {}  # index of a trace node -> the value of its output
         self.example = example
         self.output: _Value | None = None
         if example.ndim == 4:
@@ -107,15 +108,11 @@ class _Exporter:
         self.edges += [(src, name) for src in inputs]
         return name
 
-    def bind(self, array: Any, value: _Value) -> None:
-        self.values[id(array)] = (array, value)
-
-    def value_of(self, array: Any, where: str) -> _Value:
-        """The value of a traced array; the model's input (or its flattening) when it is one."""
-        seen = self.values.get(id(array))
-        if seen is not None and seen[0] is array:
-            return seen[1]
-        a = np.asarray(array)
+    def value_of(self, node: tracing.Node, i: int, where: str) -> _Value:
+        """The value of ``node``'s ``i``-th input; the model's input (or its flattening) when it is one."""
+        if node.sources[i] in self.values:
+            return self.values[node.sources[i]]
+        a = np.asarray(node.inputs[i])
         if a.shape == self.example.shape and np.array_equal(a, self.example):
             return self.input
         flat = self.example.reshape(len(self.example), -1)
@@ -192,13 +189,11 @@ class _Exporter:
         name = self.add_node(where, node, value.sources)
         return _Value([name], (kernel.shape[1],))
 
-    def neuron(self, where: str, mod: layers.SpikingNeuron, value: _Value, params: dict) -> _Value:
+    def neuron(self, where: str, mod: layers.SpikingNeuron, value: _Value, threshold: Any) -> _Value:
         channels = value.shape[0]
-        if mod.learn_threshold:
-            theta = np.maximum(np.asarray(params["threshold"], np.float32), 1e-3)  # as the layer computes it
-        else:
-            theta = np.full(value.shape[0] if len(value.shape) == 3 else value.shape[-1], mod.neuron.threshold,
-                            np.float32)
+        theta = np.asarray(threshold, np.float32)  # as the layer used it
+        if theta.ndim == 0:
+            theta = np.full(value.shape[0] if len(value.shape) == 3 else value.shape[-1], theta, np.float32)
         if len(value.shape) == 3:
             if theta.shape != (channels,):
                 raise ExportError(f"{where}: threshold of shape {theta.shape} for {channels} channels")
@@ -285,66 +280,59 @@ class _Exporter:
         self.edges += [(s, "output") for s in sources]
 
 
-def _path_name(mod: nn.Module) -> str:
-    path = list(mod.scope.path) if mod.scope is not None else []
-    if isinstance(mod, layers.SpikingNeuron) and len(path) > 1 and path[-1] == "neuron":
+def _path_name(node: tracing.Node) -> str:
+    path = list(node.path)
+    if node.op == "spiking" and len(path) > 1 and path[-1] == "neuron":
         path = path[:-1]  # the Activation that holds it: act0, not act0.neuron
-    return ".".join(path) or type(mod).__name__.lower()
+    return ".".join(path) or type(node.module).__name__.lower()
 
 
-def _trace(model: Any, variables: Variables, example: np.ndarray) -> _Exporter:
-    """Run ``model`` once at T=1 (inference, noise at its mean), recording its modules and the layer
-    functions in the order they run, and build the NIR nodes from that record."""
+def _check_module(ex: _Exporter, node: tracing.Node, where: str) -> None:
+    """A module without a rule of its own: a container (its parts report themselves), or an error."""
+    mod = node.module
+    if isinstance(mod, layers.Activation):
+        if mod.kind != "spike":
+            raise ExportError(f"{where}: a {mod.kind} activation is not a spiking neuron; only spiking networks "
+                              f"export to NIR (convert an ANN first: baselines.ann_to_snn)")
+    elif node.op == "batch_norm" or isinstance(mod, layers.QCFS) or type(mod).__module__.startswith("flax."):
+        raise ExportError(f"{where}: {type(mod).__name__} has no NIR node (exported: nn.Conv, nn.Dense, "
+                          f"SpikingNeuron, and batch norm once folded)")
+
+
+def _readout(ex: _Exporter, node: tracing.Node, where: str) -> None:
+    ex.output = ex.value_of(node, 0, "the readout")
+
+
+# The NIR rule of each kind of trace node (tracing.OPS): the value of its output, or None (no value).
+_RULES: dict[str, Callable[[_Exporter, tracing.Node, str], _Value | None]] = {
+    "conv": lambda ex, n, where: ex.conv(where, n.module, ex.value_of(n, 0, where), n.params, n.output),
+    "dense": lambda ex, n, where: ex.dense(where, ex.value_of(n, 0, where), n.params),
+    "spiking": lambda ex, n, where: ex.neuron(where, n.module, ex.value_of(n, 0, where), n.attrs["threshold"]),
+    "pool": lambda ex, n, where: ex.pool(where, ex.value_of(n, 0, where), **n.attrs),
+    "flatten": lambda ex, n, where: ex.flatten(ex.value_of(n, 0, where), where),
+    "global_avg_pool": lambda ex, n, where: ex.global_pool(where, ex.value_of(n, 0, where)),
+    "add": lambda ex, n, where: ex.add(where, [ex.value_of(n, i, where) for i in range(len(n.inputs))]),
+    "readout": _readout,
+    "batch_norm": _check_module,
+    "module": _check_module,
+}
+
+
+def _export(model: Any, variables: Variables, example: np.ndarray) -> _Exporter:
+    """Trace ``model`` once (:func:`noisesnn_jax.tracing.trace`) and build the NIR nodes from the trace, each
+    node by its rule."""
     ex = _Exporter(example)
-    events: list[tuple] = []  # (op, inputs, output, attrs) from layers; ("module", mod, args, out, params)
-
-    def interceptor(next_fun, args, kwargs, context):
-        out = next_fun(*args, **kwargs)
-        if context.method_name == "__call__":
-            mod = context.module
-            events.append(("module", mod, args, out, mod.variables.get("params", {})))
-        return out
-
-    with layers.graph_trace(events), nn.intercept_methods(interceptor):
-        model.apply(variables, jnp.asarray(example), train=False, timesteps=1, sample_noise=False)
+    graph = tracing.trace(model, variables, example)
     counts: dict[str, int] = {}
-    for event in events:
-        if event[0] != "module":
-            op, inputs, out, attrs = event
-            where = f"{op}{counts.setdefault(op, 0)}"
-            counts[op] += 1
-            if op == "readout":
-                ex.output = ex.value_of(inputs[0], "the readout")
-                continue
-            vals = [ex.value_of(a, where) for a in inputs]
-            if op == "pool":
-                value = ex.pool(where, vals[0], **attrs)
-            elif op == "flatten":
-                value = ex.flatten(vals[0], where)
-            elif op == "global_avg_pool":
-                value = ex.global_pool(where, vals[0])
-            elif op == "add":
-                value = ex.add(where, vals)
-            else:  # pragma: no cover - a new layers function without an export rule
-                raise ExportError(f"{where}: no NIR rule for layers.{op}")
-            ex.bind(out, value)
-            continue
-        _, mod, args, out, params = event
-        where = _path_name(mod)
-        if isinstance(mod, layers.Activation):
-            if mod.kind != "spike":
-                raise ExportError(f"{where}: a {mod.kind} activation is not a spiking neuron; only spiking networks "
-                                  f"export to NIR (convert an ANN first: baselines.ann_to_snn)")
-        elif isinstance(mod, nn.Conv):
-            ex.bind(out, ex.conv(where, mod, ex.value_of(args[0], where), params, out))
-        elif isinstance(mod, nn.Dense):
-            ex.bind(out, ex.dense(where, ex.value_of(args[0], where), params))
-        elif isinstance(mod, layers.SpikingNeuron):
-            ex.bind(out, ex.neuron(where, mod, ex.value_of(args[0], where), params))
-        elif isinstance(mod, layers.QCFS) or type(mod).__module__.startswith("flax."):
-            raise ExportError(f"{where}: {type(mod).__name__} has no NIR node (exported: nn.Conv, nn.Dense, "
-                              f"SpikingNeuron, and batch norm once folded)")
-        # any other module is a container: its parts report themselves
+    for i, node in enumerate(graph.nodes):
+        if node.module is None:  # a function of layers: named by its kind and count
+            where = f"{node.op}{counts.setdefault(node.op, 0)}"
+            counts[node.op] += 1
+        else:
+            where = _path_name(node)
+        value = _RULES[node.op](ex, node, where)
+        if value is not None:
+            ex.values[i] = value
     if ex.output is None:
         raise ExportError(f"{type(model).__name__} does not end with layers.average_readout, so the export cannot "
                           f"tell its output")
@@ -383,7 +371,7 @@ def to_nir(model: SpikingModel, variables: Variables, example: Array | np.ndarra
         model, variables = fold_batchnorm(model, variables, example)
     except ValueError as e:
         raise ExportError(f"batch norm cannot be folded for export: {e}") from None
-    ex = _trace(model, variables, example)
+    ex = _export(model, variables, example)
     nir = ex.nir
     meta = {
         "generator": f"noisesnn-jax {__version__}",
