@@ -36,26 +36,45 @@ def test_rules_parse_and_bad_rules_are_named():
             ExitRule.parse(text)
 
 
-@pytest.mark.parametrize("in_pieces", [False, True], ids=["whole", "pieces"])
-def test_stepwise_run_with_compaction_equals_its_simulation(in_pieces, monkeypatch):
-    """The margin rule run step by step (the batch compacted as samples stop; the rows whole, or in
-    pieces of 8 as on a CPU with a small cache) makes the decisions computed offline from the fast
-    path's per-step readout; with no stop, its synaptic events are the operation count of the
-    fixed-T run."""
+@pytest.mark.parametrize("in_pieces,chunks", [(False, None), (True, None), (False, [1]), (True, [3]), (False, [2, 5])],
+                         ids=["whole-doubling", "pieces-doubling", "whole-by1", "pieces-by3", "whole-2-then-5"])
+def test_chunked_run_with_compaction_equals_its_simulation(in_pieces, chunks, monkeypatch):
+    """The margin rule run in chunks of steps (the batch compacted between chunks; the rows whole,
+    or in pieces of 8 as on a CPU with a small cache) makes the decisions computed offline from the
+    fast path's per-step readout, whatever the chunks; a sample's events count only its own steps;
+    with no stop, its synaptic events are the operation count of the fixed-T run."""
     model, v, x = _net(CNN, (40, 12, 12, 1))
     if in_pieces:
         monkeypatch.setattr(pieces, "microbatch_size", lambda model, variables, x, T: min(8, x.shape[0]))
     logits = evaluate.step_logits(model, v, x, 8)
     spread = np.ptp(np.asarray(logits).mean(0), axis=-1)
-    rule = ExitRule("margin", float(np.quantile(spread, 0.3)) / 2)
-    got = predict_early_exit(model, v, x, 8, rule)
+    rule = ExitRule("margin", float(np.quantile(spread, 0.3)) / 2, min_steps=2 if chunks == [3] else 1)
+    got = predict_early_exit(model, v, x, 8, rule, chunks=chunks)
     want = simulate_rule(logits, rule)
     np.testing.assert_array_equal(got["steps"], want["steps"])
     np.testing.assert_array_equal(got["predictions"], want["predictions"])
     assert 1 < len(np.unique(got["steps"])) and got["steps"].min() < 8  # samples stopped at several steps
-    never = predict_early_exit(model, v, x, 8, ExitRule("margin", 1e9))
+    assert (got["steps"] >= rule.min_steps).all()
+    # events: each sample's own steps only, as the step-by-step run counts them
+    by_step = predict_early_exit(model, v, x, 8, rule, chunks=[1])
+    np.testing.assert_allclose(got["events"], by_step["events"], rtol=1e-6)
+    assert not predict_early_exit(model, v, x, 8, rule, chunks=chunks, count_events=False)["events"].any()
+    never = predict_early_exit(model, v, x, 8, ExitRule("margin", 1e9), chunks=chunks)
     assert (never["steps"] == 8).all()
     np.testing.assert_allclose(never["events"].mean(), ops.count_ops(model, v, x, 8)["sops"], rtol=1e-6)
+
+
+def test_chunk_schedules_and_padded_sizes():
+    from noisesnn_jax.early_exit import _bucket, chunk_schedule
+    assert chunk_schedule(8) == [1, 1, 2, 4] and chunk_schedule(6) == [1, 1, 2, 2]
+    assert chunk_schedule(8, min_steps=3) == [3, 3, 2] and chunk_schedule(1) == [1]
+    assert chunk_schedule(8, [3]) == [3, 3, 2] and chunk_schedule(8, [2, 5]) == [2, 5, 1]
+    for bad in ([], [0], [1.5], [True]):
+        with pytest.raises(ConfigError, match="chunks"):
+            chunk_schedule(8, bad)
+    sizes = {n: _bucket(n) for n in range(1, 2000)}
+    assert all(n <= b <= max(8, n + n // 8 + 1) for n, b in sizes.items())  # at most an eighth of padding
+    assert len(set(sizes.values())) <= 8 * 11  # eight sizes per octave
 
 
 def test_readout_bound_holds_for_every_step():

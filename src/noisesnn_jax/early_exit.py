@@ -23,8 +23,10 @@ a few shapes compile), so a finished sample costs nothing more. Rules:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -168,18 +170,22 @@ def _input_range(graph: tracing.Trace, node: tracing.Node) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _step_fn(model: Any):
-    """Jitted ``(variables, state, x, piece) -> (logits [B, K], state, synaptic events per row [B])``;
-    the rows run in pieces of ``piece`` (``lax.map``), like :func:`noisesnn_jax.evaluate.predict`."""
+def _chunk_fn(model: Any):
+    """Jitted ``(variables, state, x, steps, piece, count) -> (logits [k, B, K], state, events [k, B])``:
+    ``k = steps`` steps of the stateful network from ``state`` (``{}``: from the neurons' initial
+    potentials), the rows in pieces of ``piece`` (``lax.map``) as in
+    :func:`noisesnn_jax.evaluate.predict`. The steps of one piece run in one unrolled loop, so the
+    input layer's current, the same at every step, is computed once per chunk. ``count=False``
+    leaves the synaptic events (after the first layer) at zero and skips counting them."""
     import flax.linen as nn
 
     from noisesnn_jax import ops
     from noisesnn_jax.layers import STATE_COLLECTION
 
-    def step(variables, state, x):
+    def step(variables, state, x, count):
         seen: list = []
 
-        def count(next_fun, args, kwargs, context):
+        def counter(next_fun, args, kwargs, context):
             mod = context.module
             if context.method_name == "__call__" and isinstance(mod, (nn.Conv, nn.Dense)):
                 a = args[0]  # [B, ...]; the fan-out map is a compile-time constant
@@ -187,30 +193,94 @@ def _step_fn(model: Any):
                 seen.append(spikes @ ops.fanout(mod, a.shape[1:]).reshape(-1))
             return next_fun(*args, **kwargs)
 
-        with nn.intercept_methods(count):
+        with nn.intercept_methods(counter) if count else contextlib.nullcontext():
             logits, new = model.apply({**variables, STATE_COLLECTION: state}, x, stateful=True,
                                       mutable=[STATE_COLLECTION])
         events = sum(seen[1:], jnp.zeros(x.shape[0]))  # the first layer's MACs are counted once, apart
         return logits, new[STATE_COLLECTION], events
 
-    def pieces(variables, state, x, piece):
+    def steps_of(variables, state, x, k, count):
+        first = []
+        if not state:  # the first step creates each neuron's potential: outside the loop
+            logits, state, ev = step(variables, state, x, count)
+            first, k = [(logits[None], ev[None])], k - 1
+        if k:
+            def body(s, _):
+                logits, s, ev = step(variables, s, x, count)
+                return s, (logits, ev)
+
+            state, (logits, ev) = jax.lax.scan(body, state, None, length=k, unroll=True)
+            first.append((logits, ev))
+        return (jnp.concatenate([f[0] for f in first]), state, jnp.concatenate([f[1] for f in first]))
+
+    def chunk(variables, state, x, k, piece, count):
         rows = x.shape[0]
         if piece >= rows or rows % piece:
-            return step(variables, state, x)
+            return steps_of(variables, state, x, k, count)
         split = lambda a: a.reshape((rows // piece, piece) + a.shape[1:])  # noqa: E731
-        out = jax.lax.map(lambda sx: step(variables, *sx), jax.tree_util.tree_map(split, (state, x)))
-        return jax.tree_util.tree_map(lambda a: a.reshape((rows,) + a.shape[2:]), out)
+        logits, state, ev = jax.lax.map(lambda sx: steps_of(variables, *sx, k, count),
+                                        jax.tree_util.tree_map(split, (state, x)))
+        join = lambda a: jnp.swapaxes(a, 0, 1).reshape((k, rows) + a.shape[3:])  # [P, k, piece, ...] -> [k, B, ...]  # noqa: E731
+        return join(logits), jax.tree_util.tree_map(lambda a: a.reshape((rows,) + a.shape[2:]), state), join(ev)
 
-    return jax.jit(pieces, static_argnums=3)
+    return jax.jit(chunk, static_argnums=(3, 4, 5))
 
 
 def _bucket(n: int) -> int:
-    return max(_MIN_BUCKET, 1 << (int(n) - 1).bit_length())
+    """Rows a batch of ``n`` live samples is padded to: few compiled shapes (eight per octave),
+    little padding (at most an eighth)."""
+    if n <= _MIN_BUCKET:
+        return _MIN_BUCKET
+    grain = max(1, 1 << ((int(n) - 1).bit_length() - 4))  # an eighth of the octave (n/2, n]
+    return -(-int(n) // grain) * grain
+
+
+def chunk_schedule(max_timesteps: int, chunks: Sequence[int] | None = None, min_steps: int = 1) -> list[int]:
+    """How many steps each chunk of :func:`predict_early_exit` runs before the live samples are
+    compacted: ``chunks`` (its last entry repeated), cut to end at ``max_timesteps``.
+
+    The default, ``None``, starts with ``min_steps`` and then doubles the steps run so far
+    (chunks ending at steps 1, 2, 4, 8, ...): few round trips to the host, and little work for
+    samples that stop inside a chunk. Decisions do not depend on the chunks: every step's rule is
+    applied to every sample.
+
+    Args:
+      max_timesteps: ``T``.
+      chunks: steps per chunk, each an integer >= 1; ``None`` for the default.
+      min_steps: the rule's ``min_steps`` (the default's first chunk).
+
+    Returns:
+      Positive step counts summing to ``max_timesteps``.
+
+    Raises:
+      ConfigError: ``chunks`` is empty or holds a value that is not an integer >= 1.
+    """
+    if chunks is None:
+        sizes, done = [max(1, min(int(min_steps), max_timesteps))], max(1, min(int(min_steps), max_timesteps))
+        while done < max_timesteps:
+            sizes.append(min(done, max_timesteps - done))
+            done += sizes[-1]
+        return sizes
+    chunks = list(chunks)
+    if not chunks or any(isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 1 for c in chunks):
+        raise ConfigError(f"chunks={chunks!r} is invalid; give steps per chunk, integers >= 1")
+    sizes, done, i = [], 0, 0
+    while done < max_timesteps:
+        sizes.append(min(int(chunks[min(i, len(chunks) - 1)]), max_timesteps - done))
+        done, i = done + sizes[-1], i + 1
+    return sizes
 
 
 def predict_early_exit(model: SpikingModel, variables: Variables, images: Array | np.ndarray, max_timesteps: int,
-                       rule: ExitRule, bound: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                       rule: ExitRule, bound: np.ndarray | None = None, *, chunks: Sequence[int] | None = None,
+                       count_events: bool = True) -> dict[str, np.ndarray]:
     """Run up to ``max_timesteps`` steps per sample, each sample stopping by ``rule``.
+
+    The network runs in chunks of steps (:func:`chunk_schedule`) on the compiled fast path; after
+    each chunk the samples that stopped leave the batch, which is compacted (to few padded sizes,
+    :func:`_bucket`) with the neurons' potentials. Inside a chunk the rule is applied after every
+    step, and a sample's logits and events count up to the step it stopped at, so the decisions
+    are those of a step-by-step run, and of :func:`simulate_rule`, whatever the chunks.
 
     The model must take ``stateful=True`` (the zoo's do) and start its neurons from their
     ``neuron_state`` initial value.
@@ -222,61 +292,76 @@ def predict_early_exit(model: SpikingModel, variables: Variables, images: Array 
       max_timesteps: ``T``, the most steps a sample runs.
       rule: when a sample stops.
       bound: the exact rule's :func:`readout_bound`; ``None`` computes it when needed.
+      chunks: steps per chunk (:func:`chunk_schedule`); ``None``: 1, 1, 2, 4, ... steps.
+      count_events: count the synaptic events (else ``events`` is zeros; a little faster).
 
     Returns:
       ``predictions [B]``, ``steps [B]`` (steps each sample ran) and ``events [B]`` (its
       synaptic events after the first layer, summed over its steps).
 
     Raises:
-      ConfigError: ``max_timesteps`` is not an integer >= 1.
+      ConfigError: ``max_timesteps`` is not an integer >= 1, or invalid ``chunks``.
       TypeError: ``model`` does not follow the model contract.
       ValueError: invalid ``images`` or a model whose output is not ``[B, K]``.
       ExportError: the exact rule on a network whose readout bound cannot be found.
     """
     if isinstance(max_timesteps, bool) or not isinstance(max_timesteps, int) or max_timesteps < 1:
         raise ConfigError(f"max_timesteps={max_timesteps!r} is invalid; it must be an integer >= 1")
+    schedule = chunk_schedule(max_timesteps, chunks, rule.min_steps)
     images = np.asarray(images, np.float32)
     check_inputs(model, variables, images, max_timesteps)
     variables = {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
     if rule.kind == "exact" and bound is None:
         bound = readout_bound(model, variables, images[: min(len(images), 8)])
-    n = len(images)
-    step = _step_fn(model)
-    size = _bucket(n)
-    rows = np.minimum(np.arange(size), n - 1)  # padded rows repeat the last sample and are ignored
+    from noisesnn_jax.pieces import microbatch_size
+
+    n, run = len(images), _chunk_fn(model)
+    rows = np.minimum(np.arange(_bucket(n)), n - 1)  # padded rows repeat the last sample and are ignored
     x = jnp.asarray(images[rows])
     state: Any = {}  # empty: the first step creates each neuron's potential at its initial value
     active = np.arange(n)  # sample index of each live row
-    sums = np.zeros((n, 0), np.float64)
-    steps = np.zeros(n, np.int64)
-    events = np.zeros(n, np.float64)
-    preds = np.zeros(n, np.int64)
-    from noisesnn_jax.pieces import microbatch_size
-
-    for t in range(1, max_timesteps + 1):
-        logits, state, ev = step(variables, state, x, microbatch_size(model, variables, x, 1))
-        live = len(active)
-        logits = np.asarray(logits, np.float64)[:live]
-        if sums.shape[1] == 0:
-            sums = np.zeros((n, logits.shape[1]), np.float64)
-        sums[active] += logits
-        steps[active] = t
-        events[active] += np.asarray(ev, np.float64)[:live]
-        if t == max_timesteps:
-            preds[active] = np.argmax(sums[active], -1)
+    out = {"sums": None, "steps": np.zeros(n, np.int64), "events": np.zeros(n, np.float64),
+           "predictions": np.zeros(n, np.int64)}
+    t = 0
+    for k in schedule:
+        logits, state, ev = run(variables, state, x, k, microbatch_size(model, variables, x, 1), count_events)
+        live = _decide(out, rule, bound, active, np.asarray(logits, np.float64)[:, :len(active)],
+                       np.asarray(ev, np.float64)[:, :len(active)], t, max_timesteps)
+        t += k
+        if not live.any():
             break
-        done = _settled(rule, sums[active], t, max_timesteps, bound) if t >= rule.min_steps else np.zeros(live, bool)
-        if done.any():
-            preds[active[done]] = np.argmax(sums[active[done]], -1)
-            keep = np.flatnonzero(~done)
-            active = active[keep]
-            if len(active) == 0:
-                break
-            new_size = _bucket(len(active))
-            idx = np.concatenate([keep, np.full(new_size - len(keep), keep[-1])])
-            x = x[idx]
-            state = jax.tree_util.tree_map(lambda a: a[idx], state)
-    return {"predictions": preds, "steps": steps, "events": events}
+        keep = np.flatnonzero(live)
+        active = active[keep]
+        idx = np.concatenate([keep, np.full(_bucket(len(keep)) - len(keep), keep[-1])])
+        x = x[idx]
+        state = jax.tree_util.tree_map(lambda a: a[idx], state)
+    return {k: out[k] for k in ("predictions", "steps", "events")}
+
+
+def _decide(out: dict, rule: ExitRule, bound: np.ndarray | None, active: np.ndarray, logits: np.ndarray,
+            events: np.ndarray, t: int, T: int) -> np.ndarray:
+    """Apply one chunk's per-step ``logits [k, live, K]`` and ``events [k, live]`` (steps ``t+1``
+    .. ``t+k``) to the live samples ``active``, step by step: sums, steps and events grow up to
+    the step each sample stops at. Returns which rows are still live after the chunk."""
+    if out["sums"] is None:
+        out["sums"] = np.zeros((len(out["steps"]), logits.shape[-1]), np.float64)
+    sums, live = out["sums"], np.ones(len(active), bool)
+    for j in range(len(logits)):
+        step = t + j + 1
+        rows = np.flatnonzero(live)
+        who = active[rows]
+        sums[who] += logits[j, rows]
+        out["steps"][who] = step
+        out["events"][who] += events[j, rows]
+        if step == T:
+            done = np.ones(len(rows), bool)
+        elif step >= rule.min_steps:
+            done = _settled(rule, sums[who], step, T, bound)
+        else:
+            continue
+        out["predictions"][who[done]] = np.argmax(sums[who[done]], -1)
+        live[rows[done]] = False
+    return live
 
 
 def _settled(rule: ExitRule, sums: np.ndarray, t: int, T: int, bound: np.ndarray | None) -> np.ndarray:
@@ -328,11 +413,13 @@ def simulate_rule(step_logits: Array | np.ndarray, rule: ExitRule,
 
 
 def evaluate_early_exit(model: SpikingModel, variables: Variables, x: np.ndarray, y: np.ndarray, max_timesteps: int,
-                        rule: ExitRule, *, batch_size: int = 500, repeats: int = 1) -> dict[str, Any]:
+                        rule: ExitRule, *, batch_size: int = 500, repeats: int = 1,
+                        chunks: Sequence[int] | None = None) -> dict[str, Any]:
     """Accuracy, steps used, synaptic operations and wall time of early exit, beside the fixed-``T`` run.
 
     Wall times: the median of ``repeats`` passes over the data, early exit and fixed T
-    interleaved, after one untimed pass each (which compiles every shape).
+    interleaved, after one untimed pass each (which compiles every shape, and in which early exit
+    counts its synaptic events; the timed passes do not count them, as the fixed run does not).
 
     Args:
       model: the model (:class:`~noisesnn_jax.contract.SpikingModel`).
@@ -343,6 +430,7 @@ def evaluate_early_exit(model: SpikingModel, variables: Variables, x: np.ndarray
       rule: when a sample stops.
       batch_size: examples per batch.
       repeats: timed passes of each run.
+      chunks: early exit's steps per chunk (:func:`chunk_schedule`); ``None``: 1, 1, 2, 4, ...
 
     Returns:
       A JSON-serializable report: ``rule``, ``max_timesteps``, ``images``, ``accuracy``,
@@ -351,7 +439,7 @@ def evaluate_early_exit(model: SpikingModel, variables: Variables, x: np.ndarray
       ``first_layer_macs``, ``wall_seconds``, ``fixed_wall_seconds`` and ``repeats``.
 
     Raises:
-      ConfigError: ``max_timesteps`` is not an integer >= 1.
+      ConfigError: ``max_timesteps`` is not an integer >= 1, or invalid ``chunks``.
       TypeError: ``model`` does not follow the model contract.
       ValueError: invalid examples, a model whose output is not ``[B, K]``, or ``repeats < 1``.
       ExportError: the exact rule on a network whose readout bound cannot be found.
@@ -366,11 +454,11 @@ def evaluate_early_exit(model: SpikingModel, variables: Variables, x: np.ndarray
     fixed: list = []
 
     def run_early() -> None:
-        early.clear()
-        for s in range(0, len(x), batch_size):
-            r = predict_early_exit(model, variables, x[s:s + batch_size], max_timesteps, rule, bound)
-            for k, v in r.items():
-                early.setdefault(k, []).append(v)
+        count = not early  # the untimed first pass counts the events; the timed ones do not
+        runs = [predict_early_exit(model, variables, x[s:s + batch_size], max_timesteps, rule, bound,
+                                   chunks=chunks, count_events=count) for s in range(0, len(x), batch_size)]
+        if count:
+            early.update({k: [r[k] for r in runs] for k in runs[0]})
 
     def run_fixed() -> None:
         fixed.clear()
