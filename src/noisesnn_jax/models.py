@@ -220,6 +220,46 @@ class ResidualBlock(nn.Module):
         return self.spec.activate(f"act{self.tag}_out")(add(h, shortcut), **mode.neuron())
 
 
+# The fields and call arguments every zoo model shares, documented once and added to each
+# model's docstrings by :func:`_shared_docs`.
+_SHARED_FIELDS = """\
+      num_classes: ``K``, the number of logits.
+      activation: ``spike`` (the spiking network), or an ANN that ignores ``timesteps``:
+        ``relu``, ``qcfs`` or ``clip``.
+      neuron: the spiking dynamics (threshold, tau, reset, surrogate).
+      noise: the T=1 noise.
+      learn_threshold: trainable per-channel thresholds.
+      learn_std: trainable per-channel noise stds.
+      batch_norm: a batch norm after every conv/dense layer but the readout.
+      fold_bn: the batch norms are folded into the layers before them: those layers carry a bias
+        and no batch norm (:func:`noisesnn_jax.convert.fold_batchnorm`).
+      remat: recompute each block in the backward pass (BPTT memory).
+      qcfs_levels: quantization levels ``L`` of ``activation="qcfs"``.
+      dtype: the layers' computation dtype (e.g. ``jnp.bfloat16``); the logits are float32.
+      qcfs_init: the initial ``lam`` of ``activation="qcfs"``.
+      qcfs_per_layer: one ``lam`` per layer instead of one per channel (``qcfs``).
+"""
+_CALL_ARGS = """\
+          train: training mode: batch norm uses and updates batch statistics, and the T=1 noise
+            is sampled from the ``noise`` RNG stream.
+          timesteps: ``T``; 1 is the single-step network, ``T > 1`` the multi-step network.
+          sample_noise: at ``T = 1``, sample the noise (``True``) or hold it at its mean
+            (``False``); ``None`` follows ``train``.
+          stateful: one step of the network run step by step, the potentials kept in the
+            ``neuron_state`` collection (the naive reference of the tests; ``timesteps`` 1).
+"""
+
+
+def _shared_docs(cls: type) -> type:
+    """Add the shared fields (``Attributes:``) and call arguments (``Args:``, after ``x``) to a zoo
+    model's docstrings."""
+    cls.__doc__ = cls.__doc__.replace("    Attributes:\n", "    Attributes:\n" + _SHARED_FIELDS, 1)
+    doc = cls.__call__.__doc__
+    cut = doc.index("\n\n        Returns:")
+    cls.__call__.__doc__ = doc[:cut] + "\n" + _CALL_ARGS.rstrip("\n") + doc[cut:]
+    return cls
+
+
 class _SNNBase(nn.Module):
     """Shared fields: classes, activation, neuron and noise, batch-norm handling, dtype."""
 
@@ -260,25 +300,11 @@ class _SNNBase(nn.Module):
         return self._shared(Block, str(i), width, conv, kernel, stride)(x, mode, constant)
 
 
+@_shared_docs
 class MLP(_SNNBase):
     """Dense-BN-spike blocks and a non-spiking dense readout: ``[B, ...] -> [B, K]``.
 
     Attributes:
-      num_classes: ``K``, the number of logits.
-      activation: ``spike`` (the spiking network), or an ANN that ignores ``timesteps``:
-        ``relu``, ``qcfs`` or ``clip``.
-      neuron: the spiking dynamics (threshold, tau, reset, surrogate).
-      noise: the T=1 noise.
-      learn_threshold: trainable per-channel thresholds.
-      learn_std: trainable per-channel noise stds.
-      batch_norm: a batch norm after every conv/dense layer but the readout.
-      fold_bn: the batch norms are folded into the layers before them: those layers carry a bias
-        and no batch norm (:func:`noisesnn_jax.convert.fold_batchnorm`).
-      remat: recompute each block in the backward pass (BPTT memory).
-      qcfs_levels: quantization levels ``L`` of ``activation="qcfs"``.
-      dtype: the layers' computation dtype (e.g. ``jnp.bfloat16``); the logits are float32.
-      qcfs_init: the initial ``lam`` of ``activation="qcfs"``.
-      qcfs_per_layer: one ``lam`` per layer instead of one per channel (``qcfs``).
       hidden: the hidden layers' widths.
     """
 
@@ -291,13 +317,6 @@ class MLP(_SNNBase):
 
         Args:
           x: the input ``[B, ...]``, flattened to ``[B, F]``.
-          train: training mode: batch norm uses and updates batch statistics, and the T=1 noise
-            is sampled from the ``noise`` RNG stream.
-          timesteps: ``T``; 1 is the single-step network, ``T > 1`` the multi-step network.
-          sample_noise: at ``T = 1``, sample the noise (``True``) or hold it at its mean
-            (``False``); ``None`` follows ``train``.
-          stateful: one step of the network run step by step, the potentials kept in the
-            ``neuron_state`` collection (the naive reference of the tests; ``timesteps`` 1).
 
         Returns:
           Logits ``[B, K]`` in float32.
@@ -317,6 +336,7 @@ class MLP(_SNNBase):
         return average_readout(self, logits, T if expanded else 1).astype(jnp.float32)
 
 
+@_shared_docs
 class CNN(_SNNBase):
     """Conv3x3-BN-spike blocks, pooling after chosen blocks, a non-spiking dense readout.
 
@@ -324,21 +344,6 @@ class CNN(_SNNBase):
     per time step; ``"avg"`` is exact on rates.
 
     Attributes:
-      num_classes: ``K``, the number of logits.
-      activation: ``spike`` (the spiking network), or an ANN that ignores ``timesteps``:
-        ``relu``, ``qcfs`` or ``clip``.
-      neuron: the spiking dynamics (threshold, tau, reset, surrogate).
-      noise: the T=1 noise.
-      learn_threshold: trainable per-channel thresholds.
-      learn_std: trainable per-channel noise stds.
-      batch_norm: a batch norm after every conv/dense layer but the readout.
-      fold_bn: the batch norms are folded into the layers before them: those layers carry a bias
-        and no batch norm (:func:`noisesnn_jax.convert.fold_batchnorm`).
-      remat: recompute each block in the backward pass (BPTT memory).
-      qcfs_levels: quantization levels ``L`` of ``activation="qcfs"``.
-      dtype: the layers' computation dtype (e.g. ``jnp.bfloat16``); the logits are float32.
-      qcfs_init: the initial ``lam`` of ``activation="qcfs"``.
-      qcfs_per_layer: one ``lam`` per layer instead of one per channel (``qcfs``).
       channels: each conv layer's channels.
       pool_after: the indices of the conv layers followed by a 2x2 pooling.
       pool: ``"avg"`` or ``"max"``.
@@ -355,13 +360,6 @@ class CNN(_SNNBase):
 
         Args:
           x: images ``[B, H, W, C]`` (channels-last).
-          train: training mode: batch norm uses and updates batch statistics, and the T=1 noise
-            is sampled from the ``noise`` RNG stream.
-          timesteps: ``T``; 1 is the single-step network, ``T > 1`` the multi-step network.
-          sample_noise: at ``T = 1``, sample the noise (``True``) or hold it at its mean
-            (``False``); ``None`` follows ``train``.
-          stateful: one step of the network run step by step, the potentials kept in the
-            ``neuron_state`` collection (the naive reference of the tests; ``timesteps`` 1).
 
         Returns:
           Logits ``[B, K]`` in float32.
@@ -387,26 +385,12 @@ class CNN(_SNNBase):
         return average_readout(self, logits, T if expanded else 1).astype(jnp.float32)
 
 
+@_shared_docs
 class VGG(_SNNBase):
     """Spiking VGG for 32x32 inputs: conv3x3-BN-spike stages, average pooling after each stage,
     one hidden dense layer and a non-spiking readout.
 
     Attributes:
-      num_classes: ``K``, the number of logits.
-      activation: ``spike`` (the spiking network), or an ANN that ignores ``timesteps``:
-        ``relu``, ``qcfs`` or ``clip``.
-      neuron: the spiking dynamics (threshold, tau, reset, surrogate).
-      noise: the T=1 noise.
-      learn_threshold: trainable per-channel thresholds.
-      learn_std: trainable per-channel noise stds.
-      batch_norm: a batch norm after every conv/dense layer but the readout.
-      fold_bn: the batch norms are folded into the layers before them: those layers carry a bias
-        and no batch norm (:func:`noisesnn_jax.convert.fold_batchnorm`).
-      remat: recompute each block in the backward pass (BPTT memory).
-      qcfs_levels: quantization levels ``L`` of ``activation="qcfs"``.
-      dtype: the layers' computation dtype (e.g. ``jnp.bfloat16``); the logits are float32.
-      qcfs_init: the initial ``lam`` of ``activation="qcfs"``.
-      qcfs_per_layer: one ``lam`` per layer instead of one per channel (``qcfs``).
       stages: each stage's conv widths.
       hidden: the hidden dense layer's width.
       pool: ``"avg"`` or ``"max"`` after each stage.
@@ -423,13 +407,6 @@ class VGG(_SNNBase):
 
         Args:
           x: images ``[B, H, W, C]`` (channels-last), 32x32 for the default stages.
-          train: training mode: batch norm uses and updates batch statistics, and the T=1 noise
-            is sampled from the ``noise`` RNG stream.
-          timesteps: ``T``; 1 is the single-step network, ``T > 1`` the multi-step network.
-          sample_noise: at ``T = 1``, sample the noise (``True``) or hold it at its mean
-            (``False``); ``None`` follows ``train``.
-          stateful: one step of the network run step by step, the potentials kept in the
-            ``neuron_state`` collection (the naive reference of the tests; ``timesteps`` 1).
 
         Returns:
           Logits ``[B, K]`` in float32.
@@ -454,6 +431,7 @@ class VGG(_SNNBase):
         return average_readout(self, logits, T).astype(jnp.float32)
 
 
+@_shared_docs
 class ResNet(_SNNBase):
     """Spiking ResNet; residual additions on currents before the neuron (docs/method.md section 4).
 
@@ -462,21 +440,6 @@ class ResNet(_SNNBase):
     a non-spiking readout.
 
     Attributes:
-      num_classes: ``K``, the number of logits.
-      activation: ``spike`` (the spiking network), or an ANN that ignores ``timesteps``:
-        ``relu``, ``qcfs`` or ``clip``.
-      neuron: the spiking dynamics (threshold, tau, reset, surrogate).
-      noise: the T=1 noise.
-      learn_threshold: trainable per-channel thresholds.
-      learn_std: trainable per-channel noise stds.
-      batch_norm: a batch norm after every conv/dense layer but the readout.
-      fold_bn: the batch norms are folded into the layers before them: those layers carry a bias
-        and no batch norm (:func:`noisesnn_jax.convert.fold_batchnorm`).
-      remat: recompute each block in the backward pass (BPTT memory).
-      qcfs_levels: quantization levels ``L`` of ``activation="qcfs"``.
-      dtype: the layers' computation dtype (e.g. ``jnp.bfloat16``); the logits are float32.
-      qcfs_init: the initial ``lam`` of ``activation="qcfs"``.
-      qcfs_per_layer: one ``lam`` per layer instead of one per channel (``qcfs``).
       stage_sizes: the number of residual blocks of each stage.
       widths: each stage's width (the stem has the first).
       bottleneck: bottleneck blocks instead of basic ones.
@@ -495,13 +458,6 @@ class ResNet(_SNNBase):
 
         Args:
           x: images ``[B, H, W, C]`` (channels-last).
-          train: training mode: batch norm uses and updates batch statistics, and the T=1 noise
-            is sampled from the ``noise`` RNG stream.
-          timesteps: ``T``; 1 is the single-step network, ``T > 1`` the multi-step network.
-          sample_noise: at ``T = 1``, sample the noise (``True``) or hold it at its mean
-            (``False``); ``None`` follows ``train``.
-          stateful: one step of the network run step by step, the potentials kept in the
-            ``neuron_state`` collection (the naive reference of the tests; ``timesteps`` 1).
 
         Returns:
           Logits ``[B, K]`` in float32.
