@@ -1,4 +1,5 @@
-"""Baselines: BPTT, classic ANN->SNN conversion (threshold balancing), QCFS; operation counts."""
+"""Baselines (:mod:`noisesnn_jax.baselines`): BPTT, classic ANN->SNN conversion (threshold balancing),
+QCFS and clip-trained conversion (the QCFS layer: tests/test_layers.py; operation counts: test_ops.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from noisesnn_jax import Neuron, Noise, baselines, evaluate, neurons, ops
-from noisesnn_jax.layers import QCFS, Activation
+from noisesnn_jax import Neuron, baselines, evaluate
 from noisesnn_jax.models import CNN, MLP
 from noisesnn_jax.run.train import train_and_evaluate
 from noisesnn_jax.run.workdir import evaluate_run
@@ -54,22 +54,6 @@ def test_converted_relu_network_approaches_ann_with_t():
     assert errs[2] < errs[0] and errs[2] < 0.05 * float(jnp.abs(ref).mean()) + 1e-3
 
 
-def test_qcfs_activation_and_exact_conversion_at_t_equals_l():
-    """QCFS h(x) = lam*clip(floor(xL/lam + 1/2)/L, 0, 1); an IF neuron with threshold lam started at
-    lam/2 fires exactly h(x)/lam * T times in T = L steps for constant input."""
-    L, lam = 4, 2.0
-    x = jnp.linspace(-1, 3, 41) + 0.01
-    q = QCFS(levels=L, init_threshold=lam)
-    v = q.init(jax.random.key(0), x[:, None])
-    h = q.apply(v, x[:, None])[:, 0]
-    ref = lam * np.clip(np.floor(np.asarray(x) * L / lam + 0.5) / L, 0, 1)
-    np.testing.assert_allclose(np.asarray(h), ref, atol=1e-6)
-    spikes, _ = neurons.run_constant(Neuron(lam, v_init=lam / 2), x, L)
-    np.testing.assert_allclose(np.asarray(spikes.mean(0)) * lam, ref, atol=1e-6)
-    g = jax.grad(lambda lam_: q.apply({"params": {"threshold": lam_}}, x[:, None]).sum())(jnp.array([lam]))
-    assert np.isfinite(np.asarray(g)).all()
-
-
 def test_qcfs_model_converts():
     model = CNN(channels=(4, 8), pool_after=(0,), num_classes=3, activation="qcfs", qcfs_levels=4)
     x = jax.random.normal(jax.random.key(3), (4, 8, 8, 1))
@@ -78,49 +62,6 @@ def test_qcfs_model_converts():
     assert snn.activation == "spike" and snn.noise.kind == "none" and snn.noise.mean == 0.5
     logits, rates = evaluate.predict(snn, sv, x, 8)
     assert logits.shape == (4, 3) and set(rates) == {"act0", "act1"}
-
-
-def test_remat_over_time_gives_same_gradients():
-    xs = jax.random.normal(jax.random.key(4), (6, 10)) + 0.5
-    n = Neuron(1.0, surrogate="atan")
-    f = lambda xs, remat: neurons.run(n, xs, 0.0, remat=remat)[0].sum()
-    g0 = jax.grad(f)(xs, False)
-    g1 = jax.grad(f)(xs, True)
-    np.testing.assert_allclose(np.asarray(g0), np.asarray(g1), rtol=1e-6)
-
-
-def test_connections_hand_count():
-    """A 3x3 'SAME' conv: an input at a corner reaches 4 outputs, at the centre 9; dense: nnz * out."""
-    conv = nn.Conv(5, (3, 3), padding="SAME")
-    a = np.zeros((1, 3, 3, 1), np.float32)
-    a[0, 0, 0, 0] = 1.0
-    assert float(ops.connections(conv, jnp.asarray(a))) == 4 * 5
-    a[0, 1, 1, 0] = 0.5
-    assert float(ops.connections(conv, jnp.asarray(a))) == (4 + 9) * 5
-    assert float(ops.connections(conv, jnp.ones((1, 3, 3, 2)))) == (4 * 4 + 4 * 6 + 9) * 2 * 5
-    dense = nn.Dense(7)
-    assert float(ops.connections(dense, jnp.array([[0.0, 1.0, 2.0, 0.0]]))) == 2 * 7
-
-
-def test_count_ops_on_tiny_mlp_by_hand():
-    """MLP 3 -> 4 spiking -> 2: the first layer is 12 MACs per image, once; the readout costs 2
-    accumulates per spike, summed over T."""
-    model = MLP(hidden=(4,), num_classes=2, batch_norm=False, noise=Noise("none", mean=0.0))
-    x = jnp.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
-    v = model.init({"params": jax.random.key(0)}, x)
-    # hidden weights: neuron j receives x0 * w_j, w = 0.25, 0.5, 0.75, 1.25 (exact in binary), no bias
-    params = dict(v["params"])
-    params["dense0"] = {"kernel": jnp.zeros((3, 4)).at[0].set(jnp.array([0.25, 0.5, 0.75, 1.25])),
-                        "bias": jnp.zeros(4)}
-    v = {"params": params}
-    T = 10
-    counts = ops.count_ops(model, v, x, T)
-    # image 0: IF counts over 10 steps from v0 = 0: floor(10 * w) capped at 10 -> 2, 5, 7, 10 spikes
-    # image 1: no input, no spikes. Per image: (2 + 5 + 7 + 10) * 2 / 2 images.
-    assert counts["first_layer_macs"] == 12
-    assert counts["layers"]["readout"]["sops"] == pytest.approx((2 + 5 + 7 + 10) * 2 / 2)
-    assert counts["ann_macs"] == 12 + 8
-    assert counts["snn_energy_uj"] == pytest.approx((4.6 * 12 + 0.9 * 24) * 1e-6)
 
 
 @pytest.mark.parametrize("method", ["bptt", "convert", "qcfs"])
@@ -144,14 +85,6 @@ def test_baseline_trains_and_converts(tiny_config, tmp_path, method):
         assert r["ann_accuracy"] > 0.3
     if method == "convert":
         assert set(r["thresholds"]) == {"act0"}
-
-
-def test_activation_switch_names_param_alike():
-    """The spiking layer's learned threshold and QCFS's clip live under the same name."""
-    x = jnp.ones((2, 3))
-    a = Activation("qcfs").init(jax.random.key(0), x)
-    s = Activation("spike", learn_threshold=True).init(jax.random.key(0), x)
-    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(s)
 
 
 @pytest.mark.parametrize("learn", [False, True])

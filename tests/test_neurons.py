@@ -118,6 +118,15 @@ def test_run_is_differentiable_with_surrogate():
     assert float(g[0]) > 0 and float(g[1]) > 0
 
 
+def test_remat_over_time_gives_same_gradients():
+    xs = jax.random.normal(jax.random.key(4), (6, 10)) + 0.5
+    n = Neuron(1.0, surrogate="atan")
+    f = lambda xs, remat: neurons.run(n, xs, 0.0, remat=remat)[0].sum()
+    g0 = jax.grad(f)(xs, False)
+    g1 = jax.grad(f)(xs, True)
+    np.testing.assert_allclose(np.asarray(g0), np.asarray(g1), rtol=1e-6)
+
+
 def test_step_single():
     v, s = neurons.step(Neuron(1.0), jnp.array([0.5, 0.5]), jnp.array([0.4, 0.6]))
     np.testing.assert_allclose(np.asarray(s), [0.0, 1.0])

@@ -15,10 +15,10 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from _helpers import _trained_like, naive_multistep  # noqa: E402
 from noisesnn_jax import Neuron, Noise, evaluate  # noqa: E402
 from noisesnn_jax.layers import SpikingNeuron, average_readout, flatten_features  # noqa: E402
 from noisesnn_jax.models import CNN, MLP, ResNet  # noqa: E402
-from test_models import _trained_like, naive_multistep  # noqa: E402
 
 MODELS = {
     "mlp-if-learned": (MLP(hidden=(12,), num_classes=4, learn_threshold=True, learn_std=True), (6,)),

@@ -1,12 +1,13 @@
-"""Embedded datasets, the npz loader's checks, resumable batch order, config overrides and checks."""
+"""Datasets behind one interface (:mod:`noisesnn_jax.data`): the embedded ones, the npz loader's
+checks, the fake dataset for throughput runs and the validation split."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from noisesnn_jax.data import load_dataset, train_batch
-from noisesnn_jax.errors import ConfigError, DataError
+from noisesnn_jax.data import load_dataset
+from noisesnn_jax.errors import DataError
 from noisesnn_jax.run import config as config_lib
 
 
@@ -27,19 +28,6 @@ def test_mnist5k_is_real_mnist():
     raw = d.x_train * d.std + d.mean
     assert raw.min() >= -1e-6 and raw.max() <= 1 + 1e-6
     assert 0.1 < raw.mean() < 0.15  # MNIST's mean intensity is about 0.13
-
-
-def test_batches_depend_only_on_seed_and_step():
-    d = load_dataset("digits")
-    x1, y1 = train_batch(d, 64, 0, 25)
-    x2, y2 = train_batch(d, 64, 0, 25)
-    np.testing.assert_array_equal(y1, y2)
-    np.testing.assert_array_equal(x1, x2)
-    # an epoch visits each example at most once, and epochs differ in order
-    spe = len(d.x_train) // 64
-    idx0 = np.concatenate([train_batch(d, 64, 0, s)[1] for s in range(spe)])
-    assert len(idx0) == spe * 64
-    assert not np.array_equal(train_batch(d, 64, 0, 0)[1], train_batch(d, 64, 0, spe)[1])
 
 
 def _write(tmp_path, **arrays):
@@ -87,48 +75,6 @@ def test_npz_missing_and_corrupt(tmp_path):
         load_dataset("imagenet9")
 
 
-def test_overrides_parse_and_type_check():
-    c = config_lib.get_config()
-    config_lib.apply_overrides(c, ["--config.train.epochs=3", "--config.noise.kind=uniform",
-                                   "--config.noise.std", "0.2", "--config.model.channels=8,16",
-                                   "--config.eval.timesteps=4", "--config.model.learn_std=True",
-                                   "--config.train.learning_rate=1"])
-    assert c.train.epochs == 3 and c.noise.kind == "uniform" and c.noise.std == 0.2
-    assert c.model.channels == (8, 16) and c.eval.timesteps == (4,) and c.model.learn_std is True
-    assert c.train.learning_rate == 1.0
-    with pytest.raises(ConfigError, match="unknown config key 'config.train.epoch'"):
-        config_lib.apply_overrides(c, ["--config.train.epoch=3"])
-    with pytest.raises(ConfigError, match="expected a int"):
-        config_lib.apply_overrides(c, ["--config.train.epochs=three"])
-    with pytest.raises(ConfigError, match="True or False"):
-        config_lib.apply_overrides(c, ["--config.model.learn_std=1"])
-    with pytest.raises(ConfigError, match="overrides look like"):
-        config_lib.apply_overrides(c, ["--epochs=3"])
-
-
-@pytest.mark.parametrize("key,value,field", [
-    ("noise.kind", "cauchy", "noise.kind"), ("noise.std", "0.0", "noise.std"),
-    ("neuron.threshold", "-1.0", "neuron.threshold"), ("neuron.tau", "0.5", "neuron.tau"),
-    ("train.epochs", "0", "train.epochs"), ("dataset.name", "cifar", "dataset.name"),
-    ("model.pool", "min", "model.pool"), ("model.pool_after", "7", "model.pool_after"),
-    ("eval.timesteps", "0,4", "eval.timesteps"), ("train.learning_rate", "0.0", "train.learning_rate"),
-])
-def test_validation_names_the_field(key, value, field):
-    c = config_lib.get_config()
-    config_lib.apply_overrides(c, [f"--config.{key}={value}"])
-    with pytest.raises(ConfigError, match=f"config.{field}="):
-        config_lib.validate(c)
-
-
-def test_config_json_roundtrip_and_files():
-    c = config_lib.load_config("experiments/configs/mnist5k.py")
-    config_lib.validate(c)
-    back = config_lib.from_json(config_lib.to_json(c))
-    assert back.to_dict() == c.to_dict()
-    with pytest.raises(ConfigError, match="not found"):
-        config_lib.load_config("experiments/configs/nope.py")
-
-
 def test_fake_dataset_for_throughput_runs():
     d = load_dataset("fake", fake_shape=(16, 16, 3), fake_classes=5, fake_size=50)
     assert (d.num_train, d.num_test, d.input_shape, d.num_classes, d.is_image) == (45, 5, (16, 16, 3), 5, True)
@@ -142,45 +88,6 @@ def test_fake_dataset_for_throughput_runs():
     # big images cost a fixed pool, not one array per example
     big = load_dataset("fake", fake_shape=(224, 224, 3), fake_classes=1000, fake_size=1_000_000)
     assert big.num_train == 900_000 and big.train_batch(4, 0, 0)[0].shape == (4, 224, 224, 3)
-
-
-def test_learning_rate_warmup_then_cosine():
-    from noisesnn_jax.run.state import learning_rate_schedule
-
-    c = config_lib.get_config()
-    c.train.learning_rate, c.train.epochs, c.train.warmup_epochs = 0.4, 10, 2.0
-    lr = learning_rate_schedule(c, total_steps=100, steps_per_epoch=10)
-    assert float(lr(0)) == 0.0 and abs(float(lr(10)) - 0.2) < 1e-6 and abs(float(lr(20)) - 0.4) < 1e-6
-    assert float(lr(60)) < 0.4 and abs(float(lr(100))) < 1e-6  # cosine over the 80 steps after warm-up
-    c.train.warmup_epochs = 0.0
-    assert abs(float(learning_rate_schedule(c, 100, 10)(0)) - 0.4) < 1e-6
-    c.train.schedule = "constant"
-    assert abs(float(learning_rate_schedule(c, 100, 10)(99)) - 0.4) < 1e-6
-    c.train.warmup_epochs = 10.0
-    with pytest.raises(ConfigError, match="train.warmup_epochs"):
-        config_lib.validate(c)
-
-
-@pytest.mark.parametrize("override, field", [
-    ("--config.seed=-1", "seed"), ("--config.train.warmup_epochs=True", "train.warmup_epochs"),
-    ("--config.dataset.image_size=64", "dataset.image_size"),  # digits has its own size
-    ("--config.dataset.workers=-2", "dataset.workers"), ("--config.dataset.fake_classes=1", "dataset.fake_classes"),
-])
-def test_invalid_values_name_their_field(override, field):
-    c = config_lib.get_config()
-    c.dataset.name = "digits"
-    with pytest.raises(ConfigError, match=f"config.{field}="):
-        config_lib.validate(config_lib.apply_overrides(c, [override]))
-
-
-def test_every_experiment_config_is_valid():
-    import glob
-
-    paths = sorted(glob.glob("experiments/configs/*.py"))
-    assert {"cifar10_vgg16.py", "cifar100_vgg16.py", "imagenet_resnet34.py", "fake_data.py"} <= {
-        p.split("/")[-1] for p in paths}
-    for path in paths:
-        config_lib.validate(config_lib.load_config(path))
 
 
 def test_fake_dataset_trains_through_the_loop(tmp_path):
