@@ -106,6 +106,22 @@ def identity(config: dict) -> str:
     return json.dumps(c, sort_keys=True)
 
 
+def portable(result: dict, workdir: str) -> dict:
+    """``result`` as the committed results file records it: no paths of this machine (where the
+    data lives is dropped; a fine-tune's source is named relative to ``<workdir>``)."""
+    r = json.loads(json.dumps(result))
+    config = r.get("config", {})
+    if config.get("dataset", {}).get("data_dir"):
+        config["dataset"]["data_dir"] = ""
+    source = config.get("train", {}).get("init_from")
+    if source and os.path.isabs(source):
+        config["train"]["init_from"] = os.path.join("<workdir>", os.path.relpath(source, os.path.abspath(workdir)))
+    if "overrides" in r:
+        r["overrides"] = [o.replace(os.path.abspath(workdir), "<workdir>") for o in r["overrides"]
+                          if not o.startswith("--config.dataset.data_dir")]
+    return r
+
+
 def cached_result(workdir: str, config, recorded: str, **key) -> dict | None:
     """The finished result of a run: its workdir's ``result.json``, or else the same run (``key``
     and the same :func:`identity` of ``config``) recorded in the results file ``recorded``, which is
@@ -421,8 +437,9 @@ def write(args, todo, cost: dict | None = None) -> None:
     planned = len(todo)
     summary = summarize(results, args.timesteps, cost)
     summary["train_cost"] = cost
-    summary.update({"date": datetime.date.today().isoformat(), "runs": results, "planned_runs": planned,
-                    "config": os.path.relpath(args.config, os.path.dirname(HERE)), "overrides": args.extra,
+    summary.update({"date": datetime.date.today().isoformat(), "runs": [portable(r, args.workdir) for r in results],
+                    "planned_runs": planned, "config": os.path.relpath(args.config, os.path.dirname(HERE)),
+                    "overrides": [a for a in args.extra if not a.startswith("--config.dataset.data_dir")],
                     "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                 "jax": jax.__version__, "backend": jax.default_backend()}})
     os.makedirs(args.out, exist_ok=True)

@@ -28,7 +28,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from fashion_mnist import _dump, cached_result, claim  # noqa: E402
+from fashion_mnist import _dump, cached_result, claim, portable  # noqa: E402
 
 TIMESTEPS = (1, 2, 4, 8)
 VALIDATION = 5000
@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         finished = [r for r in finished if r is not None]
         if finished:
             os.makedirs(args.out, exist_ok=True)
-            _dump({"validation": VALIDATION, "timesteps": list(TIMESTEPS), "runs": finished},
+            _dump({"validation": VALIDATION, "timesteps": list(TIMESTEPS),
+                   "runs": [portable(r, args.workdir) for r in finished]},
                   os.path.join(args.out, "fashion_mnist_tuning.json"))
             with open(os.path.join(args.out, "fashion_mnist_tuning.md"), "w") as f:
                 f.write(render(finished))
