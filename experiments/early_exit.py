@@ -76,9 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {w}", flush=True)
         results.append(run(w, args.timesteps, args.tolerance, args.repeats))
     T = args.timesteps
-    n = results[0]["full"]["images"]
-    md = [f"Per-sample early exit against fixed T={T} on the {n:,} test images of each run (ours, noisy T=1 "
-          f"training; one row per seed). Margin rule: stop when the mean logits' top two differ by at least the "
+    md = [f"Per-sample early exit against fixed T={T} on the test images of each run (ours, noisy T=1 "
+          f"training; one row per run). Margin rule: stop when the mean logits' top two differ by at least the "
           f"margin, chosen on the first half of the test images (smallest margin within {args.tolerance} points of "
           f"fixed T={T} there). Wall time: the whole test split, batch 500, early exit in chunks of 1, 1, 2, 4 steps "
           f"with the batch compacted between chunks, against the fixed-T fast path, median of {args.repeats} "
@@ -89,13 +88,13 @@ def main(argv: list[str] | None = None) -> int:
           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         f = r["full"]
-        md.append(f"| {os.path.basename(r['workdir'])} | {r['margin']} | {100 * r['second_half']['accuracy']:.2f}, "
+        md.append(f"| {r['workdir']} ({f['images']:,} images) | {r['margin']} | {100 * r['second_half']['accuracy']:.2f}, "
                   f"{100 * r['second_half']['fixed_accuracy']:.2f} | {r['second_half']['mean_steps']:.2f} | "
                   f"{100 * f['accuracy']:.2f}, {100 * f['fixed_accuracy']:.2f} | {f['mean_steps']:.2f} | "
                   f"{f['sops'] / f['fixed_sops']:.2f}x | {f['wall_seconds'] / f['fixed_wall_seconds']:.2f}x "
                   f"({f['wall_seconds']:.1f} s / {f['fixed_wall_seconds']:.1f} s) | {r['exact']['mean_steps']:.2f} |")
     hist = results[0]["full"]["steps_histogram"]
-    md += ["", f"Steps used ({os.path.basename(results[0]['workdir'])}, margin {results[0]['margin']}): "
+    md += ["", f"Steps used ({results[0]['workdir']}, margin {results[0]['margin']}): "
            + ", ".join(f"{t}: {n}" for t, n in hist.items() if n), "",
            f"Command: `python experiments/early_exit.py {' '.join(sys.argv[1:] if argv is None else argv)}`"]
     os.makedirs(args.out, exist_ok=True)
