@@ -278,7 +278,7 @@ def predict_early_exit(model: SpikingModel, variables: Variables, images: Array 
 
     The network runs in chunks of steps (:func:`chunk_schedule`) on the compiled fast path; after
     each chunk the samples that stopped leave the batch, which is compacted (to few padded sizes,
-    :func:`_bucket`) with the neurons' potentials. Inside a chunk the rule is applied after every
+    eight per octave) with the neurons' potentials. Inside a chunk the rule is applied after every
     step, and a sample's logits and events count up to the step it stopped at, so the decisions
     are those of a step-by-step run, and of :func:`simulate_rule`, whatever the chunks.
 

@@ -466,7 +466,7 @@ class NodeKind:
     """
 
     read: Callable[[str, Any, Any], tuple[tuple[int, ...], tuple[tuple[str, Any], ...], dict[str, Any] | None]]
-    apply: Callable[[nn.Module, GraphNode, Array, bool, _Mode], Array] | None
+    apply: Callable[..., Array] | None  # (net, node, h, timed, mode) -> h
     neuron: bool = False
 
 
