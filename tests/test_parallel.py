@@ -158,8 +158,9 @@ def test_a_dead_peer_stops_the_other_process_quickly_and_the_run_resumes(tmp_pat
     args = ["--no-progress", "--heartbeat-timeout=10", "--config.dataset.name=digits", "--config.model.name=mlp",
             "--config.model.hidden=32", "--config.train.epochs=2", "--config.train.batch_size=32"]
     w = str(tmp_path / "w")
-    for victim, code, says in ((1, 3, "another process of this run stopped responding"),
-                               (0, None, "another task died")):
+    ours = "another process of this run stopped responding"
+    # a dead coordinator: JAX's own fatal message, or ours when the survivor's collective fails first
+    for victim, code, says in ((1, 3, (ours,)), (0, None, (ours, "another task died"))):
         marker = str(tmp_path / f"slow-{victim}")
         # from step 50 (inside epoch 2 of 2, 42 steps each; epoch 1 is checkpointed) a step takes 0.5 s
         procs = train_processes.start_two(w, args, command=train_processes.command(50, marker))
@@ -170,7 +171,7 @@ def test_a_dead_peer_stops_the_other_process_quickly_and_the_run_resumes(tmp_pat
         out = procs[1 - victim].communicate(timeout=120)[0]
         procs[victim].communicate()
         assert time.time() - start < 60, f"the survivor took {time.time() - start:.0f} s"
-        assert procs[1 - victim].returncode != 0 and says in out, out[-3000:]
+        assert procs[1 - victim].returncode != 0 and any(m in out for m in says), out[-3000:]
         if code is not None:
             assert procs[1 - victim].returncode == code and "re-run the command on every host" in out
     steps = sorted(int(d) for d in os.listdir(os.path.join(w, "checkpoints")) if d.isdigit())
