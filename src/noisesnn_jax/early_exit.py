@@ -320,13 +320,12 @@ def predict_early_exit(model: SpikingModel, variables: Variables, images: Array 
     x = jnp.asarray(images[rows])
     state: Any = {}  # empty: the first step creates each neuron's potential at its initial value
     active = np.arange(n)  # sample index of each live row
-    out = {"sums": None, "steps": np.zeros(n, np.int64), "events": np.zeros(n, np.float64),
-           "predictions": np.zeros(n, np.int64)}
+    tally = _Tally(rule, bound, max_timesteps, n)
     t = 0
     for k in schedule:
         logits, state, ev = run(variables, state, x, k, microbatch_size(model, variables, x, 1), count_events)
-        live = _decide(out, rule, bound, active, np.asarray(logits, np.float64)[:, :len(active)],
-                       np.asarray(ev, np.float64)[:, :len(active)], t, max_timesteps)
+        live = tally.chunk(active, np.asarray(logits, np.float64)[:, :len(active)],
+                           np.asarray(ev, np.float64)[:, :len(active)], t)
         t += k
         if not live.any():
             break
@@ -335,33 +334,43 @@ def predict_early_exit(model: SpikingModel, variables: Variables, images: Array 
         idx = np.concatenate([keep, np.full(_bucket(len(keep)) - len(keep), keep[-1])])
         x = x[idx]
         state = jax.tree_util.tree_map(lambda a: a[idx], state)
-    return {k: out[k] for k in ("predictions", "steps", "events")}
+    return {"predictions": tally.predictions, "steps": tally.steps, "events": tally.events}
 
 
-def _decide(out: dict, rule: ExitRule, bound: np.ndarray | None, active: np.ndarray, logits: np.ndarray,
-            events: np.ndarray, t: int, T: int) -> np.ndarray:
-    """Apply one chunk's per-step ``logits [k, live, K]`` and ``events [k, live]`` (steps ``t+1``
-    .. ``t+k``) to the live samples ``active``, step by step: sums, steps and events grow up to
-    the step each sample stops at. Returns which rows are still live after the chunk."""
-    if out["sums"] is None:
-        out["sums"] = np.zeros((len(out["steps"]), logits.shape[-1]), np.float64)
-    sums, live = out["sums"], np.ones(len(active), bool)
-    for j in range(len(logits)):
-        step = t + j + 1
-        rows = np.flatnonzero(live)
-        who = active[rows]
-        sums[who] += logits[j, rows]
-        out["steps"][who] = step
-        out["events"][who] += events[j, rows]
-        if step == T:
-            done = np.ones(len(rows), bool)
-        elif step >= rule.min_steps:
-            done = _settled(rule, sums[who], step, T, bound)
-        else:
-            continue
-        out["predictions"][who[done]] = np.argmax(sums[who[done]], -1)
-        live[rows[done]] = False
-    return live
+class _Tally:
+    """What an early-exit run of ``n`` samples has decided so far: per sample, its summed logits,
+    the steps it ran, its synaptic events and (once it stopped) its prediction."""
+
+    def __init__(self, rule: ExitRule, bound: np.ndarray | None, max_timesteps: int, n: int) -> None:
+        self.rule, self.bound, self.T = rule, bound, max_timesteps
+        self.sums: np.ndarray | None = None  # [n, K], made at the first chunk
+        self.steps = np.zeros(n, np.int64)
+        self.events = np.zeros(n, np.float64)
+        self.predictions = np.zeros(n, np.int64)
+
+    def chunk(self, active: np.ndarray, logits: np.ndarray, events: np.ndarray, t: int) -> np.ndarray:
+        """Apply one chunk's per-step ``logits [k, live, K]`` and ``events [k, live]`` (steps ``t+1``
+        .. ``t+k``) to the live samples ``active``, step by step: sums, steps and events grow up to
+        the step each sample stops at. Returns which rows are still live after the chunk."""
+        if self.sums is None:
+            self.sums = np.zeros((len(self.steps), logits.shape[-1]), np.float64)
+        sums, live = self.sums, np.ones(len(active), bool)
+        for j in range(len(logits)):
+            step = t + j + 1
+            rows = np.flatnonzero(live)
+            who = active[rows]
+            sums[who] += logits[j, rows]
+            self.steps[who] = step
+            self.events[who] += events[j, rows]
+            if step == self.T:
+                done = np.ones(len(rows), bool)
+            elif step >= self.rule.min_steps:
+                done = _settled(self.rule, sums[who], step, self.T, self.bound)
+            else:
+                continue
+            self.predictions[who[done]] = np.argmax(sums[who[done]], -1)
+            live[rows[done]] = False
+        return live
 
 
 def _settled(rule: ExitRule, sums: np.ndarray, t: int, T: int, bound: np.ndarray | None) -> np.ndarray:

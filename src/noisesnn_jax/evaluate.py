@@ -19,10 +19,13 @@ if TYPE_CHECKING:
     from jax.sharding import Mesh
 
 
-def _forward(model: Any, variables: Variables, images: Array, timesteps: int, rngs: dict[str, Any],
-             sampled: bool, microbatch: int) -> tuple[Array, Any]:
+def _forward(model: Any, variables: Variables, images: Array, timesteps: int, *, noise: Array | None = None,
+             microbatch: int = 0) -> tuple[Array, Any]:
     """Logits and sown firing rates, the batch run in pieces of ``microbatch`` images (``lax.map``,
-    then the remainder); the rates are the means over the whole batch."""
+    then the remainder); the rates are the means over the whole batch. With a ``noise`` key the
+    noise is sampled from it, the batch whole."""
+    rngs, sampled = ({"noise": noise}, True) if noise is not None else ({}, False)
+    microbatch = 0 if sampled else microbatch
 
     batch = images.shape[0]
 
@@ -51,9 +54,7 @@ def _forward(model: Any, variables: Variables, images: Array, timesteps: int, rn
 def _predict(model: Any, variables: Variables, images: Array, timesteps: int, key: Array | None = None,
              microbatch: int = 0):
     """Logits and sown firing rates; with ``key`` (T=1) the noise is sampled from it (whole batch)."""
-    if key is not None:
-        return _forward(model, variables, images, timesteps, {"noise": key}, True, 0)
-    return _forward(model, variables, images, timesteps, {}, False, microbatch)
+    return _forward(model, variables, images, timesteps, noise=key, microbatch=microbatch)
 
 
 def predict(model: SpikingModel, variables: Variables, images: Array, timesteps: int = 1, *,
@@ -359,8 +360,8 @@ def _sharded_eval(model: Any, timesteps: int, mesh: Any, sampled: bool, microbat
     from noisesnn_jax.parallel import DATA_AXIS
 
     def local(variables, x, y, valid, key):
-        rngs = {"noise": jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))} if sampled else {}
-        logits, rates = _forward(model, variables, x, timesteps, rngs, sampled, 0 if sampled else microbatch)
+        noise = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS)) if sampled else None
+        logits, rates = _forward(model, variables, x, timesteps, noise=noise, microbatch=microbatch)
         hits = jnp.sum(jnp.logical_and(jnp.argmax(logits, -1) == y, valid).astype(jnp.int32))
         rates = jax.lax.pmean(rates, DATA_AXIS)
         return jax.lax.psum(hits, DATA_AXIS), rates

@@ -294,7 +294,7 @@ class _SNNBase(nn.Module):
         nn.share_scope(self, block)
         return block
 
-    def _block(self, x: Array, i: int | str, width: int, conv: bool, mode: Mode, constant: bool = False,
+    def _block(self, x: Array, i: int | str, width: int, conv: bool, mode: Mode, *, constant: bool = False,
                kernel: int = 3, stride: int = 1) -> Array:
         """``conv{i}``/``dense{i}`` -> ``bn{i}`` -> ``act{i}`` (a :class:`Block`)."""
         return self._shared(Block, str(i), width, conv, kernel, stride)(x, mode, constant)

@@ -188,10 +188,10 @@ def run(neuron: Neuron, xs: Array, v0: Array | float | None = None,
         raise ValueError(f"xs must be time-major [T, ...]; got a scalar of shape {xs.shape}")
     if not jnp.issubdtype(xs.dtype, jnp.floating):
         xs = xs.astype(jnp.float32)
-    return _scan(neuron, initial_potential(neuron, xs[0], v0), xs, None, len(xs), threshold, remat)
+    return _scan(neuron, initial_potential(neuron, xs[0], v0), xs, None, len(xs), threshold=threshold, remat=remat)
 
 
-def _scan(neuron: Neuron, v: Array, xs: Array | None, x: Array | None, length: int,
+def _scan(neuron: Neuron, v: Array, xs: Array | None, x: Array | None, length: int, *,
           threshold: Array | float | None, remat: bool) -> tuple[Array, Array]:
     """``lax.scan`` of :func:`step` over ``xs [T, ...]``, or over ``length`` steps of a constant ``x``."""
     def body(v: Array, x_t: Array | None) -> tuple[Array, Array]:
@@ -229,4 +229,5 @@ def run_constant(neuron: Neuron, x: Array, timesteps: int, v0: Array | float | N
         x = x.astype(jnp.float32)
     if int(timesteps) < 1:
         raise ValueError(f"timesteps={timesteps!r} is invalid; it must be an integer >= 1")
-    return _scan(neuron, initial_potential(neuron, x, v0), None, x, int(timesteps), threshold, remat)
+    return _scan(neuron, initial_potential(neuron, x, v0), None, x, int(timesteps), threshold=threshold,
+                 remat=remat)

@@ -211,17 +211,19 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progres
     init_key, noise_key = jax.random.split(root)
     state = create_state(model, tx, ds.input_shape, init_key)
     manager = open_manager(workdir, t.keep_checkpoints)
-    state = _starting_state(config, workdir, saved, ds, model, state, manager, log)
+    setup = _Setup(config, workdir, ds, model, spe, log)
+    state = _starting_state(setup, saved, state, manager)
     main_process = jax.process_index() == 0
     if main_process:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config_lib.to_json(config))
     else:
         log = lambda *a, **k: None  # noqa: E731 - logs and metrics from process 0 only
+        setup = dataclasses.replace(setup, log=log)
         progress = False
     timesteps = t.timesteps if config.method == "bptt" else 1
     state, step_fn, rows, to_device, mesh = _placement(config, ds, state, timesteps, log)
-    _log_start(config, ds, model, state, timesteps, spe, total, log)
+    _log_start(setup, state, timesteps, total)
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
@@ -271,19 +273,31 @@ def _checked_dataset(config: ml_collections.ConfigDict) -> Dataset:
     return ds
 
 
-def _starting_state(config: ml_collections.ConfigDict, workdir: str, saved: ml_collections.ConfigDict | None,
-                    ds: Dataset, model: Any, state: TrainState, manager: Any, log) -> TrainState:
+@dataclasses.dataclass(frozen=True)
+class _Setup:
+    """What the run's start shares: its config, workdir, dataset, model, steps per epoch and log."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    ds: Dataset
+    model: Any
+    steps_per_epoch: int
+    log: Callable[[str], None]
+
+
+def _starting_state(run: _Setup, saved: ml_collections.ConfigDict | None, state: TrainState,
+                    manager: Any) -> TrainState:
     """The state the run continues from: the workdir's latest checkpoint, else ``train.init_from``'s
     variables, else the fresh ``state``."""
-    t = config.train
+    t, log = run.config.train, run.log
     restored = restore_checkpoint(manager, state, log)
     if restored is None and t.get("init_from"):
-        state = _init_from(state, model, ds.input_shape, t.init_from, log)
+        state = _init_from(state, run.model, run.ds.input_shape, t.init_from, log)
     if restored is not None:
         state = restored
-        log(f"resumed from step {int(state.step)} in {workdir}")
+        log(f"resumed from step {int(state.step)} in {run.workdir}")
         if saved is not None:
-            for line in schedule_changes(saved, config, int(state.step), ds.num_train):
+            for line in schedule_changes(saved, run.config, int(state.step), run.ds.num_train):
                 log(line)
     return state
 
@@ -313,12 +327,11 @@ def _placement(config: ml_collections.ConfigDict, ds: Dataset, state: TrainState
     return state, step_fn, rows, to_device, mesh
 
 
-def _log_start(config: ml_collections.ConfigDict, ds: Dataset, model: Any, state: TrainState, timesteps: int,
-               spe: int, total: int, log) -> None:
+def _log_start(run: _Setup, state: TrainState, timesteps: int, total: int) -> None:
     """The run's first line: method, model, dataset, devices, batch and steps."""
-    t = config.train
+    config, ds, model, t, spe = run.config, run.ds, run.model, run.config.train, run.steps_per_epoch
     n_params = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(state.params))
-    log(f"{config.method} training of {config.model.name} ({model.activation}, {n_params:,} parameters"
+    run.log(f"{config.method} training of {config.model.name} ({model.activation}, {n_params:,} parameters"
         f"{f', BPTT over T={timesteps}' if timesteps > 1 else ''}) on {ds.name} ({ds.num_train:,} train / "
         f"{ds.num_test:,} {_split(config)}, input {list(ds.input_shape)}); {jax.device_count()} {jax.default_backend()} "
         f"device(s) in {jax.process_count()} process(es), global batch {t.batch_size}, {spe} steps per epoch, "
@@ -399,6 +412,9 @@ class _Loop:
     tqdm: Any  # the progress-bar class, or None
     writer: Any = None  # a TensorBoard SummaryWriter, or None
     stop: _StopOnSignal = dataclasses.field(default_factory=_StopOnSignal)
+    # set by run(): the step it runs to, and its first step with that step's time (rate and ETA)
+    final: int = dataclasses.field(default=0, init=False)
+    clock: tuple[int, float] = dataclasses.field(default=(0, 0.0), init=False)
 
     def save(self, state: TrainState, sums: Any) -> None:
         """Checkpoint ``state`` unless its parameters, or a loss since the epoch began, are not finite:
@@ -415,14 +431,14 @@ class _Loop:
         """Steps from ``state.step`` to ``final``: epochs, checkpoints, metrics; the last epoch's metrics."""
         step, spe = int(state.step), self.steps_per_epoch
         last: dict[str, Any] = {}
-        clock = (step, time.perf_counter())  # the first step and its time, for the rate and the ETA
+        self.final, self.clock = final, (step, time.perf_counter())
         while step < final:
             epoch = step // spe
             end = min((epoch + 1) * spe, final)
             bar = self.tqdm(total=spe, initial=step - epoch * spe, desc=f"epoch {epoch + 1}/{self.config.train.epochs}",
                             leave=False, disable=None, file=sys.stderr) if self.tqdm else _NoBar()
             t0 = time.perf_counter()
-            state, step, sums, count = self._epoch_steps(state, step, end, final, epoch, bar, clock)
+            state, step, sums, count = self._epoch_steps(state, step, end, epoch, bar)
             bar.close()
             seconds = time.perf_counter() - t0
             self.save(state, sums)
@@ -436,8 +452,8 @@ class _Loop:
             last = self._end_epoch(state, epoch, step, sums, count, seconds)
         return last
 
-    def _epoch_steps(self, state: TrainState, step: int, end: int, final: int, epoch: int, bar: Any,
-                     clock: tuple[int, float]) -> tuple[TrainState, int, Any, int]:
+    def _epoch_steps(self, state: TrainState, step: int, end: int, epoch: int,
+                     bar: Any) -> tuple[TrainState, int, Any, int]:
         """Steps of epoch ``epoch`` from ``step`` to ``end``, or until a signal stops them:
         ``(state, step, sums, count)``, the metrics summed on the device over ``count`` steps."""
         config, t = self.config, self.config.train
@@ -456,7 +472,7 @@ class _Loop:
                         f"training diverged at step {step} (loss {loss}); lower "
                         f"--config.train.learning_rate (now {t.learning_rate})")
             if t.log_every_steps and step % t.log_every_steps == 0:
-                self._log_step(step, final, epoch, sums, count, clock)
+                self._log_step(step, epoch, sums, count)
             bar.update(1)
             if self.stop.agreed(sync_point=count % 10 == 0 or step == end):
                 break
@@ -464,9 +480,10 @@ class _Loop:
                 self.save(state, sums)
         return state, step, sums, count
 
-    def _log_step(self, step: int, final: int, epoch: int, sums: Any, count: int, clock: tuple[int, float]) -> None:
+    def _log_step(self, step: int, epoch: int, sums: Any, count: int) -> None:
         """The line (and TensorBoard scalars) of ``train.log_every_steps``: the epoch's mean loss so far."""
-        first_step, started = clock
+        first_step, started = self.clock
+        final = self.final
         rate = (step - first_step) / max(time.perf_counter() - started, 1e-9)
         mean = jax.device_get(sums)
         if self.writer is not None:
