@@ -278,9 +278,10 @@ def training_cost(args, repeats: int = 7) -> dict:
 
 
 def _dump(obj, path: str) -> None:
-    with open(path + ".tmp", "w") as f:
+    tmp = f"{path}.{os.getpid()}.tmp"  # one per process: --jobs workers may write at once
+    with open(tmp, "w") as f:
         json.dump(obj, f, indent=1)
-    os.replace(path + ".tmp", path)
+    os.replace(tmp, path)
 
 
 DEPLOYED = {"ann": "conversion 99.9%, v0=theta/2"}  # the spiking network each method deploys, if not its own label
@@ -412,8 +413,9 @@ def plot(summary: dict, path: str) -> None:
     _axes(bx, "training time on 2 CPU cores (min, side-by-side epoch cost x epochs)", "test accuracy at T=4 (%)",
           "Equal cost (seed 0)")
     fig.tight_layout()
-    fig.savefig(path + ".tmp.png", dpi=120)
-    os.replace(path + ".tmp.png", path)
+    tmp = f"{path}.{os.getpid()}.tmp.png"
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
     plt.close(fig)
 
 
@@ -427,7 +429,17 @@ def _axes(ax, xlabel: str, ylabel: str, title: str) -> None:
 
 
 def write(args, todo, cost: dict | None = None) -> None:
-    """Rewrite ``fashion_mnist.{json,md,png}`` from the finished runs."""
+    """Rewrite ``fashion_mnist.{json,md,png}`` from the finished runs; the ``--jobs`` workers take
+    turns (a lock file in ``--workdir``), so that each file is one worker's whole writing."""
+    import fcntl
+
+    os.makedirs(args.workdir, exist_ok=True)
+    with open(os.path.join(args.workdir, "write.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _write(args, todo, cost)
+
+
+def _write(args, todo, cost: dict | None) -> None:
     results = finished_results(args, todo)
     if not results:
         return
@@ -445,9 +457,10 @@ def write(args, todo, cost: dict | None = None) -> None:
     os.makedirs(args.out, exist_ok=True)
     _dump(summary, os.path.join(args.out, "fashion_mnist.json"))
     md = render(summary, planned, len(results), cost)
-    with open(os.path.join(args.out, "fashion_mnist.md.tmp"), "w") as f:
+    tmp = os.path.join(args.out, f"fashion_mnist.md.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
         f.write(md)
-    os.replace(os.path.join(args.out, "fashion_mnist.md.tmp"), os.path.join(args.out, "fashion_mnist.md"))
+    os.replace(tmp, os.path.join(args.out, "fashion_mnist.md"))
     plot(summary, os.path.join(args.out, "fashion_mnist.png"))
     print(md, flush=True)
 
