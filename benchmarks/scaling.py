@@ -6,7 +6,8 @@
 The network is the model of ``--config`` (default: the Fashion-MNIST CNN of
 ``experiments/configs/fashion_mnist.py``) on random images of its dataset's shape (28x28x1 there);
 no dataset is read. Measured, each group side by side in one process (cases interleaved
-round-robin after warm-up, the median of ``--repeats``; ``noisesnn_jax.timing.measure``):
+round-robin after warm-up, each timed call right after an untimed call of the same case, the
+median of ``--repeats``; ``noisesnn_jax.timing.measure`` with ``settle=1``):
 
 1. The training step against T = 1, 2, 4, 8, 16 at ``--batch``: ours (the config's T=1 noisy
    training) and spike-based BPTT on the same network (``method=bptt``: no noise, v0 = 0, arctan
@@ -250,6 +251,8 @@ def measure(args: argparse.Namespace) -> dict:
     batch = q.get("batch", args.batch or int(ours_cfg.train.batch_size))
     infer_batch = q.get("infer_batch", args.infer_batch or int(ours_cfg.eval.batch_size))
     repeats, warmup = q.get("repeats", args.repeats), q.get("warmup", 2)
+    # each timed call follows a call of the same case: not the memory a 600 MiB BPTT step left
+    settle = 1
     bT = min(BATCH_SWEEP_T, max(Ts))
     cases = Cases(ours_cfg, bptt_cfg, shape, K)
 
@@ -269,7 +272,7 @@ def measure(args: argparse.Namespace) -> dict:
         except Exception as e:  # an absent or broken peer must not lose our own numbers
             sj = {"skipped": f"{type(e).__name__}: {e}" if not isinstance(e, RuntimeError) else str(e)}
     _log(f"timing {len(runs)} training steps against T side by side ({repeats} repeats) ...")
-    sec = timing.measure(runs, repeats, warmup)
+    sec = timing.measure(runs, repeats, warmup, settle)
     ours_ms = 1e3 * sec["ours"]
     train_T: dict[str, Any] = {
         "ours": {"ms": {str(T): ours_ms for T in Ts}, "temp_mib": {str(T): temp["ours"] for T in Ts},
@@ -284,7 +287,7 @@ def measure(args: argparse.Namespace) -> dict:
     # 2. the deployed network's inference against T
     inf = {f"T={T}": cases.inference(infer_batch, T) for T in Ts}
     _log(f"timing inference at {len(inf)} T side by side ...")
-    inf_ms = {k[2:]: 1e3 * v for k, v in timing.measure(inf, repeats, warmup).items()}
+    inf_ms = {k[2:]: 1e3 * v for k, v in timing.measure(inf, repeats, warmup, settle).items()}
 
     # 3. training step against batch size: ours (T=1) and BPTT at T=bT
     runs, temp_b = {}, {}
@@ -292,7 +295,7 @@ def measure(args: argparse.Namespace) -> dict:
         for name, method, T in (("ours", "ours", 1), (f"bptt T={bT}", "bptt", bT)):
             runs[f"{name} B={B}"], temp_b[f"{name} B={B}"] = cases.train_step(method, B, T)
     _log(f"timing {len(runs)} training steps against batch size side by side ...")
-    sec = timing.measure(runs, repeats, warmup)
+    sec = timing.measure(runs, repeats, warmup, settle)
     train_B = {name: {"ms": {str(B): 1e3 * sec[f"{name} B={B}"] for B in batches},
                       "temp_mib": {str(B): temp_b[f"{name} B={B}"] for B in batches}}
                for name in ("ours", f"bptt T={bT}")}
@@ -303,7 +306,7 @@ def measure(args: argparse.Namespace) -> dict:
                                                        "pool_after": list(ours_cfg.model.pool_after)}
                                                       if ours_cfg.model.name == "cnn" else {})},
             "input_shape": list(shape), "num_classes": K, "quick": bool(args.quick),
-            "batch": batch, "infer_batch": infer_batch, "repeats": repeats, "warmup": warmup,
+            "batch": batch, "infer_batch": infer_batch, "repeats": repeats, "warmup": warmup, "settle": settle,
             "timesteps": list(Ts), "batches": list(batches), "batch_sweep_bptt_T": bT,
             "train_vs_T": train_T, "inference_vs_T": {"ms": inf_ms}, "train_vs_batch": train_B,
             **summarize(train_T, inf_ms, train_B, Ts, batches)}
@@ -344,7 +347,8 @@ def render(r: dict) -> str:
              + (" (**--quick: tiny sizes, not a measurement**)" if r["quick"] else "") + ".", "",
              f"Network: the {net} of `{r['config']}` on random {shape} images, {r['num_classes']} classes. "
              f"Each table's cases were timed side by side in one process, interleaved round-robin: the median of "
-             f"{r['repeats']} repeats after {r['warmup']} warm-up calls. Memory is the compiled step's temporary "
+             f"{r['repeats']} repeats after {r['warmup']} warm-up calls, each timed call right after "
+             f"{r.get('settle', 0)} untimed call(s) of the same case. Memory is the compiled step's temporary "
              f"buffers (XLA's memory analysis).", "",
              f"## Training step against T (batch {r['batch']})", "",
              "Ours trains at T=1 whatever T the network is deployed at: its training step does not depend on T. "

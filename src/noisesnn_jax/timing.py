@@ -14,29 +14,39 @@ import time
 from collections.abc import Callable
 
 
-def measure(cases: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 2) -> dict[str, float]:
+def measure(cases: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 2,
+            settle: int = 0) -> dict[str, float]:
     """Median wall seconds of each ``cases[name]()``, the cases interleaved round-robin.
+
+    Interleaving spreads the machine's drift over every case alike. When the cases differ much in
+    size (a step with 600 MiB of buffers beside one with 40), the call that follows a large case
+    also pays for the memory that case left behind (freed pages faulted in again, cold caches);
+    ``settle`` untimed calls of the same case just before each timed one remove that order effect.
 
     Args:
       cases: name -> a function of no arguments that blocks until its work is done
         (``jax.block_until_ready`` on its outputs).
       repeats: timed calls of each case.
       warmup: untimed calls of each case first (compilation, caches).
+      settle: untimed calls of a case right before each of its timed calls.
 
     Returns:
       name -> median seconds of its ``repeats`` calls.
 
     Raises:
-      ValueError: ``repeats < 1`` or ``warmup < 0``.
+      ValueError: ``repeats < 1``, ``warmup < 0`` or ``settle < 0``.
     """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats={repeats} and warmup={warmup} are invalid; use repeats >= 1, warmup >= 0")
+    if repeats < 1 or warmup < 0 or settle < 0:
+        raise ValueError(f"repeats={repeats}, warmup={warmup} and settle={settle} are invalid; "
+                         "use repeats >= 1, warmup >= 0, settle >= 0")
     for run in cases.values():
         for _ in range(warmup):
             run()
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeats):
         for name, run in cases.items():
+            for _ in range(settle):
+                run()
             t0 = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - t0)
