@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test test-fast faults lint docs clean bench accelerators scaling install-peers reproduce reproduce-quick reproduce-fashion-mnist \
+.PHONY: install demo test test-fast faults lint docs clean bench noise-cost accelerators scaling install-peers reproduce reproduce-quick reproduce-fashion-mnist \
 	prepare prepare-imagenet train-cifar10 train-cifar100 train-imagenet
 
 # TFDS datasets: where they live (read without TensorFlow). DIST_FLAGS: the multi-process flags
@@ -49,6 +49,11 @@ bench: install
 ## side: benchmarks/results/scaling.{json,md,png}. About 3 min on 2 quiet cores.
 scaling: install
 	$(PY) benchmarks/scaling.py --out benchmarks/results
+
+## Where the default noise's extra cost goes: the training step with and without noise, its random
+## bits and its fusions, side by side (benchmarks/results/noise_cost.{json,md}; about 1 min)
+noise-cost: install
+	$(PY) benchmarks/noise_cost.py --out benchmarks/results
 
 ## Accelerator plan read from XLA's cost analysis (ResNet-34 at 224x224, compile only, about 8 min on
 ## 2 cores): benchmarks/results/accelerators.{json,md}
