@@ -61,16 +61,17 @@ CASES = {  # name -> (model, the hash the spike draws its bits from)
 
 
 def _fusion_ops(hlo: str) -> dict[str, int]:
-    """Element-wise operations in the fusions of the activations' forward and backward passes, summed
+    """Operations (not parameters or constants) in the fusions of the activations' forward and backward passes, summed
     over the blocks: ``{"forward": n, "backward": n}`` (fusions named after ``act{i}`` by XLA's
     metadata; ``transpose(jvp(...))`` marks the backward pass)."""
-    bodies = {m.group(1): m.group(2) for m in re.finditer(r"\n(%\S+) \([^\n]*\{\n(.*?)\n\}", hlo, re.S)}
+    bodies = {m.group(1): m.group(2) for m in re.finditer(r"^(%\S+) \([^\n]*\{\n(.*?)\n\}", hlo, re.S | re.M)}
     out = {"forward": 0, "backward": 0}
     for line in hlo[hlo.index("\nENTRY"):].splitlines():
         m = re.search(r"fusion\(.*calls=(%[^,\s]+).*op_name=\"([^\"]+)\"", line)
         if not m or not re.search(r"/act\d+/", m.group(2)):
             continue
-        ops = len(re.findall(r"= \S+ [a-z][\w-]*\(", bodies.get(m.group(1), "")))
+        ops = sum(op not in ("parameter", "constant")
+                  for op in re.findall(r"= \S+ ([a-z][\w-]*)\(", bodies.get(m.group(1), "")))
         out["backward" if "transpose(" in m.group(2) else "forward"] += ops
     return out
 
