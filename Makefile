@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test test-fast faults lint docs clean bench noise-cost accelerators scaling install-peers reproduce reproduce-quick reproduce-fashion-mnist \
+.PHONY: install demo test test-fast faults lint docs clean bench noise-cost mutation accelerators scaling install-peers reproduce reproduce-quick reproduce-fashion-mnist \
 	prepare prepare-imagenet train-cifar10 train-cifar100 train-imagenet
 
 # TFDS datasets: where they live (read without TensorFlow). DIST_FLAGS: the multi-process flags
@@ -54,6 +54,12 @@ scaling: install
 ## bits and its fusions, side by side (benchmarks/results/noise_cost.{json,md}; about 1 min)
 noise-cost: install
 	$(PY) benchmarks/noise_cost.py --out benchmarks/results
+
+## Mutation testing (mutmut, forkserver): each group of core modules against its own tests in
+## build/mutation/<group>; not part of `make test`. Estimated 12 h on 2 busy cores (docs/development.md)
+mutation: install
+	$(PY) -m pip install --quiet 'mutmut>=3.8.1'
+	$(PY) tools/mutation.py $(MUTATION_ARGS)
 
 ## Accelerator plan read from XLA's cost analysis (ResNet-34 at 224x224, compile only, about 8 min on
 ## 2 cores): benchmarks/results/accelerators.{json,md}

@@ -28,3 +28,23 @@ def test_kind_none_uses_named_surrogate():
             sig = 1 / (1 + np.exp(-alpha * u))
             ref = alpha * sig * (1 - sig)
         np.testing.assert_allclose(g, ref, rtol=1e-5)
+
+
+def test_rectangle_is_a_half_open_box_of_width_one_over_alpha_in_the_input_dtype():
+    """``alpha * 1[|u| < 0.5/alpha]``: the edges ``|u| = 0.5/alpha`` are outside, dtype kept (mutation testing)."""
+    from noisesnn_jax.surrogate import SURROGATES
+
+    u = jnp.array([-0.3, -0.25, -0.2, 0.0, 0.2, 0.25, 0.3], jnp.bfloat16)
+    g = SURROGATES["rectangle"](u, 2.0)
+    assert g.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(g, np.float32), [0, 0, 2, 2, 2, 0, 0])
+
+
+def test_heaviside_gradient_keeps_a_low_precision_dtype():
+    """The backward pass casts the bump to the cotangent's dtype: bfloat16 in, bfloat16 gradient out."""
+    from noisesnn_jax.surrogate import DEFAULT_ALPHA, SURROGATES, heaviside
+
+    x = jnp.array([-0.3, 0.1, 0.6], jnp.bfloat16)
+    for name in SURROGATES:
+        g = jax.grad(lambda x: heaviside(x, name, DEFAULT_ALPHA[name]).sum())(x)
+        assert g.dtype == jnp.bfloat16, name
