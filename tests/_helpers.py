@@ -81,3 +81,18 @@ def trained_like(model, x, seed=0, thresholds=False):
 
 TINY = ["--config.dataset.name=digits", "--config.model.name=mlp", "--config.model.hidden=32",
         "--config.train.epochs=1", "--config.train.batch_size=128"]
+
+
+def load_script(relpath: str, name: str):
+    """A script of the repository (``benchmarks/scaling.py``) imported as the module ``name``,
+    registered in ``sys.modules`` (dataclasses look their module up while a class is built)."""
+    import importlib.util
+    import os
+    import sys
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), relpath)
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod

@@ -3,23 +3,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
-import sys
 
 import pytest
 
-PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "accelerators.py")
+from _helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def acc():
-    spec = importlib.util.spec_from_file_location("noisesnn_accelerators_test", PATH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/accelerators.py", "noisesnn_accelerators_test")
 
 
 def test_roofline_compute_and_memory_bound_by_hand(acc):

@@ -3,23 +3,15 @@ report (the measurement itself compiles five training steps: `make noise-cost`).
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
-
 import jax
 import pytest
 
-PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "noise_cost.py")
+from _helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def noise_cost():
-    spec = importlib.util.spec_from_file_location("noisesnn_noise_cost_test", PATH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/noise_cost.py", "noisesnn_noise_cost_test")
 
 
 def test_the_stand_in_generators_draw_what_they_say(noise_cost):
