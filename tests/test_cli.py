@@ -106,3 +106,30 @@ def test_a_failing_result_write_is_one_error_and_leaves_the_previous_file(tiny_c
     assert cli.main(["evaluate", "--workdir", w, "--timesteps", "1,2", "--json", str(out),
                      "--plot", str(tmp_path / "p.png")]) == 0
     assert json.loads(out.read_text())["timesteps"] == [1, 2] and (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_a_dead_peer_is_recognised_whatever_exception_reports_it():
+    """A dead peer reaches the survivor as XLA's runtime error inside a compiled step, as a
+    ``ValueError`` from ``process_allgather`` outside one, or chained under another exception: each
+    is a lost peer in a multi-process run (and nothing is in a single-process one); other errors
+    are not."""
+    import argparse
+
+    multi = argparse.Namespace(command="train", distributed=False, coordinator="127.0.0.1:1234")
+    single = argparse.Namespace(command="train", distributed=False, coordinator=None)
+    allgather = ValueError("UNKNOWN: Gloo AllGather failed: [pair.cc:538] Read error [127.0.0.1]:45748: "
+                           "Connection reset by peer")
+    allreduce = RuntimeError("UNKNOWN: Gloo all-reduce failed: Read error: Connection reset by peer")
+    try:
+        try:
+            raise allgather
+        except ValueError as e:
+            raise KeyError("while logging metrics") from e
+    except KeyError as e:
+        chained = e
+    for error in (allgather, allreduce, chained):
+        assert cli._peer_lost(error, multi), error
+        assert not cli._peer_lost(error, single), error
+    for error in (ValueError("operands could not be broadcast together"), RuntimeError("RESOURCE_EXHAUSTED: oom"),
+                  KeyError("connection reset by peer")):
+        assert not cli._peer_lost(error, multi), error

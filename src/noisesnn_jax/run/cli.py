@@ -322,15 +322,23 @@ def _add_distributed(p: argparse.ArgumentParser) -> None:
 
 # How a collective or the coordination service reports that another process of the run is gone.
 PEER_LOST = ("connection closed by peer", "connection reset by peer", "heartbeat", "coordination service",
-             "gloo all-reduce failed", "gloo all-gather failed", "broken pipe")
+             "gloo all-reduce failed", "gloo all-gather failed", "gloo allgather failed", "gloo allreduce failed",
+             "broken pipe")
 
 
 def _peer_lost(error: BaseException, args: argparse.Namespace) -> bool:
-    """True if ``error`` says that another process of a multi-process run has died."""
+    """True if ``error`` (or an exception it was raised from) says that another process of a
+    multi-process run has died. Not only XLA's runtime errors: a collective outside a compiled step
+    (``multihost_utils.process_allgather``) reports a dead peer as a ``ValueError``."""
     if not (getattr(args, "distributed", False) or getattr(args, "coordinator", None)):
         return False
-    text = str(error).lower()
-    return type(error).__name__ in ("JaxRuntimeError", "XlaRuntimeError") and any(k in text for k in PEER_LOST)
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (RuntimeError, ValueError)) and any(k in str(error).lower() for k in PEER_LOST):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _exit_peer_lost(args: argparse.Namespace, error: BaseException) -> None:
