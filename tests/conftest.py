@@ -9,6 +9,27 @@ import pytest
 # Two pytest workers on two cores: one thread each keeps them from fighting over the cores.
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 
+# One persistent XLA compilation cache for the whole test session: the pytest workers and the
+# processes that tests start (which inherit the environment) compile the same small programs again
+# and again, and compiling dominates this suite's time. Entries are keyed by the program, the
+# compile options and the JAX version, so a hit runs what a fresh compile would. The folder is new
+# for each session (made once, by the process that starts the workers) and removed at its end;
+# NOISESNN_TEST_COMPILE_CACHE=0 turns the cache off.
+_OWN_CACHE = None
+if os.environ.get("NOISESNN_TEST_COMPILE_CACHE", "1") != "0" and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    _OWN_CACHE = tempfile.mkdtemp(prefix="noisesnn-test-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE is not None:
+        import shutil
+
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+
 
 @pytest.fixture
 def tiny_config():

@@ -198,3 +198,42 @@ def test_a_second_run_on_a_workdir_in_use_is_refused_and_a_dead_holder_keeps_not
     assert proc.returncode == -9 and b"held" in proc.stdout
     tiny_config.train.epochs = 1
     assert train_and_evaluate(tiny_config, workdir, progress=False, log=lambda m: None)["epoch"] == 1
+
+
+def test_loss_and_metrics_against_a_hand_computation():
+    """Cross-entropy against label-smoothed one-hot targets, and accuracy from the argmax over the
+    classes (the last axis), on a batch whose size differs from the number of classes."""
+    from noisesnn_jax.run.train import loss_and_metrics
+
+    logits = np.array([[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 3.0, -0.5], [1.0, 4.0, 0.0, 0.5]], np.float32)
+    labels = np.array([0, 1, 1], np.int32)
+    for smoothing in (0.0, 0.2):
+        targets = np.full((3, 4), smoothing / 4) + (1 - smoothing) * np.eye(4)[labels]
+        log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        expected = -(targets * log_p).sum(-1).mean()
+        loss, metrics = loss_and_metrics(jax.numpy.asarray(logits), jax.numpy.asarray(labels), 4, smoothing)
+        np.testing.assert_allclose(float(loss), expected, rtol=1e-6)
+        assert float(metrics["loss"]) == float(loss)
+        assert float(metrics["accuracy"]) == pytest.approx(2 / 3)  # rows 0 and 2 right, row 1 wrong
+
+
+def test_train_step_trains_with_noise_and_updates_the_batch_statistics():
+    """A training step runs the model in training mode: the noise key changes the step (noise is
+    drawn), and the batch-norm statistics move towards the batch's."""
+    import optax
+
+    from noisesnn_jax.models import CNN
+    from noisesnn_jax.run.state import create_state
+    from noisesnn_jax.run.train import train_step
+
+    model = CNN(channels=(4,), pool_after=(), num_classes=3)
+    state = create_state(model, optax.sgd(0.1), (6, 6, 1), jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (5, 6, 6, 1)) * 2 + 1
+    y = np.array([0, 1, 2, 0, 1], np.int32)
+    step = jax.jit(lambda s, key: train_step(s, x, y, key, num_classes=3)[0])
+    after = {k: step(state, jax.random.key(k)) for k in (0, 1)}
+    for a, b in zip(jax.tree.leaves(state.batch_stats), jax.tree.leaves(after[0].batch_stats)):
+        assert not np.allclose(np.asarray(a), np.asarray(b)), "batch statistics did not move"
+    kernels = [np.asarray(s.params["conv0"]["kernel"]) for s in after.values()]
+    assert not np.allclose(kernels[0], kernels[1]), "the noise key did not change the step"
+    assert int(after[0].step) == 1
