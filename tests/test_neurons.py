@@ -146,3 +146,15 @@ def test_neuron_validation(kwargs, field):
 def test_neuron_is_hashable():
     assert hash(Neuron(1.0)) == hash(Neuron(1.0))
     assert {Neuron(1.0): 1}[Neuron(1.0)] == 1
+
+
+def test_integer_input_runs_as_float32():
+    """An integer current (spike counts, say) is cast to float32: the same spikes and potentials
+    as the same values given as floats."""
+    xs = np.array([[1, 0, 2], [0, 1, 1], [2, 2, 0], [1, 0, 1]], np.int32)
+    for neuron in (Neuron(1.5), Neuron(1.5, tau=2.0, reset="zero")):
+        spikes, v = neurons.run(neuron, xs)
+        ref_spikes, ref_v = neurons.run(neuron, xs.astype(np.float32))
+        assert spikes.dtype == v.dtype == jnp.float32
+        np.testing.assert_array_equal(spikes, ref_spikes)
+        np.testing.assert_array_equal(v, ref_v)

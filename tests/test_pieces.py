@@ -27,6 +27,8 @@ def test_microbatch_size_fills_the_cache(monkeypatch):
     assert pieces.microbatch_size(model, v, x, 1) == 8
     assert pieces.microbatch_size(model, v, x[:60], 1) == 10
     assert pieces.microbatch_size(model, v, x[:61], 1) == 10  # 61 is prime: 6 pieces of 10 + 1
+    assert pieces.microbatch_size(model, v, x[:25], 1) == 5  # a divisor of exactly half the fit counts
+    assert pieces.microbatch_size(model, v, x[:44], 1) == 10  # 4 divides 44 but is under half of 10
     monkeypatch.setattr(pieces, "cache_bytes", lambda: 10 ** 12)
     assert pieces.microbatch_size(model, v, x, 4) == 64
 
