@@ -15,20 +15,20 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 # compile options and the JAX version, so a hit runs what a fresh compile would. The folder is new
 # for each session (made once, by the process that starts the workers) and removed at its end;
 # NOISESNN_TEST_COMPILE_CACHE=0 turns the cache off.
-_OWN_CACHE = None
+_OWN_CACHE = None  # (folder, pid of the process that made it: forked children must not remove it)
 if os.environ.get("NOISESNN_TEST_COMPILE_CACHE", "1") != "0" and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     import tempfile
 
-    _OWN_CACHE = tempfile.mkdtemp(prefix="noisesnn-test-xla-cache-")
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
+    _OWN_CACHE = (tempfile.mkdtemp(prefix="noisesnn-test-xla-cache-"), os.getpid())
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE[0]
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
 def pytest_unconfigure(config):
-    if _OWN_CACHE is not None:
+    if _OWN_CACHE is not None and _OWN_CACHE[1] == os.getpid():
         import shutil
 
-        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+        shutil.rmtree(_OWN_CACHE[0], ignore_errors=True)
 
 
 @pytest.fixture

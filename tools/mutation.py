@@ -41,7 +41,9 @@ GROUPS: dict[str, tuple[list[str], list[str], list[str] | None]] = {
                   "noisesnn_jax.data.xǁFakeDatasetǁ_examples__mutmut_*"]),
     "train_step": ([PKG + "run/train.py"], ["tests/test_models.py::test_bfloat16_compute_keeps_float32_parameters",
                                              "tests/test_data.py::test_fake_dataset_trains_through_the_loop",
-                                             "tests/test_train.py::test_train_learns_and_resume_is_exact"],
+                                             "tests/test_train.py::test_train_learns_and_resume_is_exact",
+                                             "tests/test_train.py::test_loss_and_metrics_against_a_hand_computation",
+                                             "tests/test_train.py::test_train_step_trains_with_noise_and_updates_the_batch_statistics"],
                    ["noisesnn_jax.run.train.x_train_step__mutmut_*", "noisesnn_jax.run.train.x_loss_and_metrics__mutmut_*"]),
 }
 
