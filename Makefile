@@ -69,7 +69,7 @@ accelerators: install
 ## Optional peers for `make bench`: CPU PyTorch from the pinned build, SpikingJelly, snnTorch, Spyx.
 install-peers: install
 	$(PY) -m pip install --quiet -c benchmarks/constraints.txt torch==2.13.0
-	$(PY) -m pip install --quiet -c benchmarks/constraints.txt '.[peers]'
+	$(PY) -m pip install --quiet -c benchmarks/constraints.txt -e '.[peers]'
 
 ## The method's claims on mnist5k (every method, training cost, noise ablation): experiments/results/
 reproduce: install

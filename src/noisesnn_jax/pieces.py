@@ -64,32 +64,42 @@ def _sub_jaxprs(values: Any) -> Iterator[Any]:
             yield v.jaxpr
 
 
-def _largest_activation_bytes(jaxpr: Any) -> int:
-    """Bytes of the largest value any equation of ``jaxpr`` (or of the jaxprs inside it) produces."""
-    largest = 0
+def _value_bytes(jaxpr: Any) -> Iterator[int]:
+    """Bytes of every value the equations of ``jaxpr`` (and the jaxprs inside them) produce, in
+    program order."""
     for eqn in jaxpr.eqns:
         for v in eqn.outvars:
             aval = getattr(v, "aval", None)
             if hasattr(aval, "shape") and hasattr(aval, "dtype"):
-                largest = max(largest, math.prod(aval.shape) * aval.dtype.itemsize)
+                yield math.prod(aval.shape) * aval.dtype.itemsize
         for sub in _sub_jaxprs(eqn.params.values()):
-            largest = max(largest, _largest_activation_bytes(sub))
-    return largest
+            yield from _value_bytes(sub)
+
+
+def _largest_activation_bytes(jaxpr: Any) -> int:
+    """Bytes of the largest value any equation of ``jaxpr`` (or of the jaxprs inside it) produces."""
+    return max(_value_bytes(jaxpr), default=0)
 
 
 _ROW_BYTES: dict[tuple[Any, ...], int] = {}
 
 
 def _row_bytes(model: Any, variables: Variables, shape: tuple[int, ...], dtype: Any) -> int:
-    """Bytes of the largest activation of one image at one time step, from the model's trace."""
-    key = (model, shape, str(jnp.dtype(dtype)))
+    """Bytes of the largest activation of one image at one time step, from the model's trace (the
+    largest growth of a value from one image to two)."""
+    # the activations' dtypes follow the images' and the variables' (bfloat16 variables: half the bytes)
+    key = (model, shape, str(jnp.dtype(dtype)), tuple(str(jnp.result_type(a)) for a in jax.tree.leaves(variables)))
     if key not in _ROW_BYTES:
         abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), variables)
-        jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, timesteps=1))(
-            abstract, jax.ShapeDtypeStruct((1,) + shape, jnp.dtype(dtype)))
+        one, two = (list(_value_bytes(jax.make_jaxpr(lambda v, x: model.apply(v, x, timesteps=1))(
+            abstract, jax.ShapeDtypeStruct((n,) + shape, jnp.dtype(dtype))).jaxpr)) for n in (1, 2))
+        # Traced at one and two images: a value's growth is what one image adds to it, so values
+        # that depend on the variables alone (a bfloat16 kernel cast to float32, say) count for
+        # nothing. A model whose program changes with the batch falls back to one image's trace.
+        per_image = [b - a for a, b in zip(one, two)] if len(one) == len(two) else one
         if len(_ROW_BYTES) >= 64:
             _ROW_BYTES.clear()
-        _ROW_BYTES[key] = max(1, _largest_activation_bytes(jaxpr.jaxpr))
+        _ROW_BYTES[key] = max(1, max(per_image, default=0))
     return _ROW_BYTES[key]
 
 
