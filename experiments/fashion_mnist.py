@@ -249,6 +249,10 @@ def training_cost(args, repeats: int = 7) -> dict:
         import optax
 
         print("== training cost: step times side by side", flush=True)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        if load > 0.5:  # these times set the equal-cost table: other work on the cores skews them
+            print(f"   warning: load average {load:.1f} before measuring; stop other work and delete "
+                  f"{path} to measure again", flush=True)
         runs, mem, spe = {}, {}, None
         ds = None
         for method, (label, overrides, T) in METHODS.items():
@@ -272,7 +276,8 @@ def training_cost(args, repeats: int = 7) -> dict:
         median = timing.measure(runs, repeats)
         os.makedirs(args.workdir, exist_ok=True)
         _dump({"epoch_seconds": {k: v * spe for k, v in median.items()}, "train_step_temp_mib": mem,
-               "repeats": repeats, "steps_per_epoch": spe, "machine": timing.machine()}, path)
+               "repeats": repeats, "steps_per_epoch": spe, "machine": timing.machine(),
+               "load_average_before": round(load, 2)}, path)
     with open(path) as f:
         return json.load(f)
 
