@@ -211,7 +211,8 @@ def test_loss_and_metrics_against_a_hand_computation():
         targets = np.full((3, 4), smoothing / 4) + (1 - smoothing) * np.eye(4)[labels]
         log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
         expected = -(targets * log_p).sum(-1).mean()
-        loss, metrics = loss_and_metrics(jax.numpy.asarray(logits), jax.numpy.asarray(labels), 4, smoothing)
+        args = (jax.numpy.asarray(logits), jax.numpy.asarray(labels), 4) + ((smoothing,) if smoothing else ())
+        loss, metrics = loss_and_metrics(*args)  # the default is no smoothing
         np.testing.assert_allclose(float(loss), expected, rtol=1e-6)
         assert float(metrics["loss"]) == float(loss)
         assert float(metrics["accuracy"]) == pytest.approx(2 / 3)  # rows 0 and 2 right, row 1 wrong
@@ -237,3 +238,35 @@ def test_train_step_trains_with_noise_and_updates_the_batch_statistics():
     kernels = [np.asarray(s.params["conv0"]["kernel"]) for s in after.values()]
     assert not np.allclose(kernels[0], kernels[1]), "the noise key did not change the step"
     assert int(after[0].step) == 1
+    # the running statistics carry the old ones: shifted old means give shifted new means
+    shifted = state.replace(batch_stats=jax.tree.map(lambda a: a + 3.0, state.batch_stats))
+    moved = step(shifted, jax.random.key(0))
+    for a, b in zip(jax.tree.leaves(after[0].batch_stats), jax.tree.leaves(moved.batch_stats)):
+        assert np.all(np.asarray(b) - np.asarray(a) > 1.0), "the step ignored the running statistics"
+
+
+def test_train_step_defaults_timesteps_and_a_model_without_batch_norm():
+    """No label smoothing by default; ``timesteps`` reaches the model (BPTT at T=2 is another
+    step than T=1); a model without batch norm keeps ``batch_stats == {}``."""
+    import optax
+
+    from noisesnn_jax.models import MLP
+    from noisesnn_jax.run.state import create_state
+    from noisesnn_jax.run.train import train_step
+
+    model = MLP(hidden=(8,), num_classes=3, batch_norm=False)
+    state = create_state(model, optax.sgd(0.1), (6,), jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (5, 6)) * 2 + 1
+    y = np.array([0, 1, 2, 0, 1], np.int32)
+    key = jax.random.key(2)
+
+    def params(s):
+        return np.concatenate([np.ravel(a) for a in jax.tree.leaves(s.params)])
+
+    default = train_step(state, x, y, key, num_classes=3)[0]
+    np.testing.assert_array_equal(params(default),
+                                  params(train_step(state, x, y, key, num_classes=3, label_smoothing=0.0)[0]))
+    assert not np.allclose(params(default),
+                           params(train_step(state, x, y, key, num_classes=3, label_smoothing=0.5)[0]))
+    assert not np.allclose(params(default), params(train_step(state, x, y, key, num_classes=3, timesteps=2)[0]))
+    assert default.batch_stats == {}
