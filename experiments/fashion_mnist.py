@@ -249,9 +249,9 @@ def training_cost(args, repeats: int = 7) -> dict:
         import optax
 
         print("== training cost: step times side by side", flush=True)
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-        if load > 0.5:  # these times set the equal-cost table: other work on the cores skews them
-            print(f"   warning: load average {load:.1f} before measuring; stop other work and delete "
+        busy = cores_busy()
+        if busy > 0.25:  # these times set the equal-cost table: other work on the cores skews them
+            print(f"   warning: the cores were {busy:.0%} busy before measuring; stop other work and delete "
                   f"{path} to measure again", flush=True)
         runs, mem, spe = {}, {}, None
         ds = None
@@ -277,9 +277,28 @@ def training_cost(args, repeats: int = 7) -> dict:
         os.makedirs(args.workdir, exist_ok=True)
         _dump({"epoch_seconds": {k: v * spe for k, v in median.items()}, "train_step_temp_mib": mem,
                "repeats": repeats, "steps_per_epoch": spe, "machine": timing.machine(),
-               "load_average_before": round(load, 2)}, path)
+               "cores_busy_before": round(busy, 3)}, path)
     with open(path) as f:
         return json.load(f)
+
+
+def cores_busy(seconds: float = 2.0) -> float:
+    """The fraction of the cores' time spent busy over the next ``seconds`` (Linux ``/proc/stat``;
+    0 where it cannot be read): other work running beside a timing."""
+    import time
+
+    def times():
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, all
+
+    try:
+        idle0, total0 = times()
+        time.sleep(seconds)
+        idle1, total1 = times()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
 
 
 def _dump(obj, path: str) -> None:
