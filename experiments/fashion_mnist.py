@@ -1,7 +1,8 @@
 """The method's claims on full Fashion-MNIST: ``make reproduce-fashion-mnist``.
 
     python experiments/fashion_mnist.py [--workdir runs/fashion_mnist] [--out experiments/results]
-                                        [--seeds 3] [--only noisy,ann] [--no-budget] [--config.x=y ...]
+                                        [--seeds 3] [--only noisy,ann] [--no-budget] [--tables-only]
+                                        [--config.x=y ...]
 
 Every method trains the CNN of ``experiments/configs/fashion_mnist.py`` (chosen on the validation
 split by ``experiments/fashion_mnist_tune.py``) on the 60,000 training images and is tested on the
@@ -500,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timesteps", default=",".join(map(str, TIMESTEPS)))
     p.add_argument("--jobs", type=int, default=1, help="processes that share the runs")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of the --jobs processes
+    p.add_argument("--tables-only", action="store_true",
+                   help="rewrite the tables from the finished runs (and --workdir's cost.json) and stop; trains nothing")
     args, args.extra = p.parse_known_args(argv)
     args.timesteps = tuple(int(t) for t in args.timesteps.split(","))
     only = [m for m in args.only.split(",") if m]
@@ -511,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.worker:
             restore_recorded(args, todo)
+        if args.tables_only:
+            write(args, todo)
+            return 0
         # the side-by-side cost first, on a quiet machine: the runs follow (the equal-cost table needs it)
         cost = None if args.worker or args.no_budget else training_cost(args)
         if args.jobs > 1:

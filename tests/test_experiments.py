@@ -103,3 +103,23 @@ def test_workers_rewriting_the_tables_at_once_leave_whole_files(fm, tmp_path):
     assert sorted(os.listdir(args.out)) == ["fashion_mnist.json", "fashion_mnist.md", "fashion_mnist.png"]
     with open(os.path.join(args.out, "fashion_mnist.json")) as f:
         assert json.load(f)["runs"]
+
+
+def test_tables_only_rewrites_the_tables_from_the_recorded_runs_and_trains_nothing(fm, tmp_path):
+    """``--tables-only``: the committed runs become the tables again, with the workdir's side-by-side
+    cost; no run is claimed and nothing trains."""
+    out, work = tmp_path / "out", tmp_path / "runs"
+    os.makedirs(out)
+    shutil.copy(os.path.join(EXPERIMENTS, "results", "fashion_mnist.json"), out)
+    recorded = json.loads((out / "fashion_mnist.json").read_text())
+    os.makedirs(work)
+    seconds = {"noisy (ours)": 60.0, "ANN (ReLU)": 50.0, "clip-trained conversion": 50.0, "QCFS L=4": 55.0,
+               "BPTT T=4": 200.0}
+    cost = {"epoch_seconds": seconds, "train_step_temp_mib": {k: 30.0 for k in seconds}, "repeats": 7,
+            "steps_per_epoch": 468, "machine": "a test"}
+    (work / "cost.json").write_text(json.dumps(cost))
+    assert fm.main(["--workdir", str(work), "--out", str(out), "--tables-only"]) == 0
+    written = json.loads((out / "fashion_mnist.json").read_text())
+    assert len(written["runs"]) == len(recorded["runs"]) and written["train_cost"] == cost
+    assert "budget" in (out / "fashion_mnist.md").read_text()
+    assert not any(name == "claim.pid" for _, _, files in os.walk(work) for name in files)
