@@ -31,7 +31,7 @@ demo: install
 	$(PY) experiments/demo.py --workdir runs/demo --out experiments/results
 
 test: install
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not faults" --durations=15 tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal -m "not faults" --durations=15 tests
 
 ## The tests without the multi-process and long end-to-end ones (marked slow)
 test-fast: install
