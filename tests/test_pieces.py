@@ -23,6 +23,7 @@ def test_microbatch_size_fills_the_cache(monkeypatch):
     assert pieces.microbatch_size(model, v, x, 1) == 8
     assert pieces.microbatch_size(model, v, x, 16) == 1
     assert pieces.microbatch_size(model, v, x, 4, backend="gpu") == 64
+    assert pieces.microbatch_size(model, v, x[:1], 4) == pieces.microbatch_size(model, v, x[:1], 4, backend="gpu") == 1
     monkeypatch.setattr(pieces, "cache_bytes", lambda: 10 * row)  # fits 10 at T=1: 8 divides 64
     assert pieces.microbatch_size(model, v, x, 1) == 8
     assert pieces.microbatch_size(model, v, x[:60], 1) == 10
