@@ -169,6 +169,34 @@ def wait_for_source(method: str, seed: int, args, todo) -> None:
             write(args, todo)
         else:
             time.sleep(30)
+    restore_checkpoint_of(source, seed, args)
+
+
+def restore_checkpoint_of(method: str, seed: int, args) -> None:
+    """Give a finished run its checkpoint again where only its result came back (restored from
+    the committed results on a new machine): train it once more, from the same config and seed,
+    which gives the same variables (training is deterministic on one machine). A marker file keeps
+    an interrupted retraining from passing for a finished one; one process retrains, the others wait."""
+    import fcntl
+
+    src = run_dir(args, method, seed, 0)
+    marker = os.path.join(src, "retraining")
+
+    def missing() -> bool:
+        ckpt = os.path.join(src, "checkpoints")
+        return os.path.exists(marker) or not (os.path.isdir(ckpt) and any(d.isdigit() for d in os.listdir(ckpt)))
+
+    if not missing():
+        return
+    with open(os.path.join(src, "retrain.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if missing():
+            open(marker, "w").close()
+            print(f"== {METHODS[method][0]}, seed {seed}: its result is recorded but its checkpoint is not on this "
+                  f"machine; training it again for the runs that start from it: {src}", flush=True)
+            train_and_evaluate(run_config(method, seed, 0, args), src, progress=False,
+                               log=lambda m: print("   " + m, flush=True))
+            os.remove(marker)
 
 
 def restore_recorded(args, todo) -> None:

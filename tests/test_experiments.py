@@ -123,3 +123,28 @@ def test_tables_only_rewrites_the_tables_from_the_recorded_runs_and_trains_nothi
     assert len(written["runs"]) == len(recorded["runs"]) and written["train_cost"] == cost
     assert "budget" in (out / "fashion_mnist.md").read_text()
     assert not any(name == "claim.pid" for _, _, files in os.walk(work) for name in files)
+
+
+def test_a_source_run_restored_without_its_checkpoint_is_trained_again_once(fm, tmp_path, monkeypatch):
+    """On a new machine a finished run comes back as its recorded result alone; a run that starts
+    from it needs its checkpoint, so it is trained again, once, and an interrupted retraining is
+    resumed rather than taken for a finished one."""
+    args = _args(fm, tmp_path)
+    src = fm.run_dir(args, "noisy", 2, 0)
+    os.makedirs(src)
+    open(os.path.join(src, "result.json"), "w").write("{}")
+    calls = []
+
+    def train(config, workdir, **kwargs):
+        calls.append((workdir, int(config.seed)))
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # the first retraining is cut
+        os.makedirs(os.path.join(workdir, "checkpoints", "7020"))
+
+    monkeypatch.setattr(fm, "train_and_evaluate", train)
+    with pytest.raises(KeyboardInterrupt):
+        fm.wait_for_source("noisy_ft", 2, args, [])
+    assert os.path.exists(os.path.join(src, "retraining"))
+    fm.wait_for_source("noisy_ft", 2, args, [])  # resumed: trained again, then done
+    fm.wait_for_source("noisy_ft", 2, args, [])  # nothing left to do
+    assert calls == [(src, 2), (src, 2)] and not os.path.exists(os.path.join(src, "retraining"))
