@@ -87,7 +87,7 @@ _ROW_BYTES: dict[tuple[Any, ...], int] = {}
 def _row_bytes(model: Any, variables: Variables, shape: tuple[int, ...], dtype: Any) -> int:
     """Bytes of the largest activation of one image at one time step, from the model's trace (the
     largest growth of a value from one image to two)."""
-    # the activations' dtypes follow the images' and the variables' (bfloat16 variables: half the bytes)
+    # the images' and the variables' dtypes can change the activations' dtypes, so both are in the key
     key = (model, shape, str(jnp.dtype(dtype)), tuple(str(jnp.result_type(a)) for a in jax.tree.leaves(variables)))
     if key not in _ROW_BYTES:
         abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), variables)
