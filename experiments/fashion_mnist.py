@@ -159,8 +159,8 @@ def wait_for_source(method: str, seed: int, args, todo) -> None:
     process trains it."""
     import time
 
-    if method not in STARTS_FROM:
-        return
+    if method not in STARTS_FROM or os.path.exists(os.path.join(run_dir(args, method, seed, 0), "result.json")):
+        return  # nothing to start from, or the run itself is finished
     source = STARTS_FROM[method][0]
     src = run_dir(args, source, seed, 0)
     while not os.path.exists(os.path.join(src, "result.json")):

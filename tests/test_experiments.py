@@ -148,3 +148,11 @@ def test_a_source_run_restored_without_its_checkpoint_is_trained_again_once(fm, 
     fm.wait_for_source("noisy_ft", 2, args, [])  # resumed: trained again, then done
     fm.wait_for_source("noisy_ft", 2, args, [])  # nothing left to do
     assert calls == [(src, 2), (src, 2)] and not os.path.exists(os.path.join(src, "retraining"))
+    # a finished run that starts from another needs no checkpoint of it
+    done = fm.run_dir(args, "noisy_ft", 1, 0)
+    os.makedirs(done)
+    open(os.path.join(done, "result.json"), "w").write("{}")
+    os.makedirs(fm.run_dir(args, "noisy", 1, 0))
+    open(os.path.join(fm.run_dir(args, "noisy", 1, 0), "result.json"), "w").write("{}")
+    fm.wait_for_source("noisy_ft", 1, args, [])
+    assert len(calls) == 2
