@@ -5,6 +5,8 @@ the exports (test_nir.py, test_export.py), and the tiny command-line run (test_t
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -35,11 +37,17 @@ def naive_multistep(model, variables, x, timesteps):
     state = {}
     logits = []
     for _ in range(timesteps):
-        out, upd = model.apply({**variables, **({STATE_COLLECTION: state} if state else {})}, x, stateful=True,
-                               mutable=[STATE_COLLECTION])
-        state = upd[STATE_COLLECTION]
+        out, state = _one_step(model, {**variables, **({STATE_COLLECTION: state} if state else {})}, x)
         logits.append(out)
     return jnp.mean(jnp.stack(logits), axis=0)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _one_step(model, variables, x):
+    """One step of the whole network, compiled as one program (op by op, every new shape would
+    compile each primitive on its own): the same arithmetic, one compile per shape."""
+    out, upd = model.apply(variables, x, stateful=True, mutable=[STATE_COLLECTION])
+    return out, upd[STATE_COLLECTION]
 
 
 MODELS = {
