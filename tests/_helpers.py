@@ -17,10 +17,12 @@ from noisesnn_jax.models import CNN, MLP, VGG, ResNet
 
 def _trained_like(model, x, key=0):
     """Variables with non-trivial batch-norm statistics (a few T=1 training-mode passes)."""
-    v = model.init({"params": jax.random.key(key), "noise": jax.random.key(key + 1)}, x, train=True)
+    # compiled whole (op by op, each primitive of each new shape compiles on its own)
+    v = jax.jit(functools.partial(model.init, train=True))({"params": jax.random.key(key),
+                                                             "noise": jax.random.key(key + 1)}, x)
+    step = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))
     for i in range(3):
-        _, upd = model.apply(v, x * (1 + 0.1 * i), train=True, rngs={"noise": jax.random.key(i)},
-                             mutable=["batch_stats"])
+        _, upd = step(v, x * (1 + 0.1 * i), rngs={"noise": jax.random.key(i)})
         v = {**v, **upd}
     # push BN scales/biases away from their init so folding is exercised
     params = jax.tree_util.tree_map_with_path(
@@ -68,12 +70,16 @@ MODELS = {
 def trained_like(model, x, seed=0, thresholds=False):
     """Variables with batch statistics and (optionally) learned thresholds away from their
     initial values, so that folding and the spike amplitude matter."""
-    v = {k: c for k, c in model.init(jax.random.key(seed), x).items() if k in ("params", "batch_stats")}
-    keys = iter(jax.random.split(jax.random.key(seed + 1), 1000))
+    v = {k: c for k, c in jax.jit(model.init)(jax.random.key(seed), x).items() if k in ("params", "batch_stats")}
+    return jax.jit(_perturb, static_argnums=2)(v, jax.random.split(jax.random.key(seed + 1), 1000), thresholds)
+
+
+def _perturb(v, keys, thresholds):
+    leaf = iter(range(len(keys)))  # one key per leaf, in order
 
     def perturb(path, a):
         name = path[-1].key
-        k = next(keys)
+        k = keys[next(leaf)]
         if name == "mean":
             return 0.3 * jax.random.normal(k, a.shape)
         if name == "var":
