@@ -80,11 +80,12 @@ def test_fake_dataset_for_throughput_runs():
     assert (d.num_train, d.num_test, d.input_shape, d.num_classes, d.is_image) == (45, 5, (16, 16, 3), 5, True)
     x, y = d.train_batch(8, 0, 3)
     assert x.shape == (8, 16, 16, 3) and y.shape == (8,) and y.max() < 5
+    assert (x.dtype, y.dtype) == (np.float32, np.int32)  # the labels every dataset gives: int32 classes
     x2, y2 = d.train_batch(8, 0, 3, rows=slice(4, 8))
     np.testing.assert_array_equal(x2, x[4:])
     np.testing.assert_array_equal(y2, y[4:])
     xt, yt = d.test_examples(np.arange(5))
-    assert xt.shape == (5, 16, 16, 3) and list(yt) == [(45 + i) % 5 for i in range(5)]
+    assert xt.shape == (5, 16, 16, 3) and list(yt) == [(45 + i) % 5 for i in range(5)] and yt.dtype == np.int32
     # big images cost a fixed pool, not one array per example
     big = load_dataset("fake", fake_shape=(224, 224, 3), fake_classes=1000, fake_size=1_000_000)
     assert big.num_train == 900_000 and big.train_batch(4, 0, 0)[0].shape == (4, 224, 224, 3)
