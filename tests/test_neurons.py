@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -136,7 +138,7 @@ def test_step_single():
 @pytest.mark.parametrize("kwargs,field", [
     (dict(threshold=0.0), "threshold"), (dict(threshold=float("nan")), "threshold"),
     (dict(tau=0.5), "tau"), (dict(reset="soft"), "reset"), (dict(v_init=float("inf")), "v_init"),
-    (dict(surrogate="bogus"), "surrogate"), (dict(alpha=-1.0), "alpha"),
+    (dict(surrogate="bogus"), "surrogate"), (dict(alpha=-1.0), "alpha"), (dict(alpha=0.0), "alpha"),
 ])
 def test_neuron_validation(kwargs, field):
     with pytest.raises(ValueError, match=field):
@@ -150,11 +152,69 @@ def test_neuron_is_hashable():
 
 def test_integer_input_runs_as_float32():
     """An integer current (spike counts, say) is cast to float32: the same spikes and potentials
-    as the same values given as floats."""
+    as the same values given as floats; a floating input keeps its dtype (bfloat16 here)."""
     xs = np.array([[1, 0, 2], [0, 1, 1], [2, 2, 0], [1, 0, 1]], np.int32)
     for neuron in (Neuron(1.5), Neuron(1.5, tau=2.0, reset="zero")):
-        spikes, v = neurons.run(neuron, xs)
-        ref_spikes, ref_v = neurons.run(neuron, xs.astype(np.float32))
-        assert spikes.dtype == v.dtype == jnp.float32
-        np.testing.assert_array_equal(spikes, ref_spikes)
-        np.testing.assert_array_equal(v, ref_v)
+        for run in (neurons.run, lambda n, x: neurons.run_constant(n, x[2], 3)):
+            spikes, v = run(neuron, xs)
+            ref_spikes, ref_v = run(neuron, xs.astype(np.float32))
+            assert spikes.dtype == v.dtype == jnp.float32
+            np.testing.assert_array_equal(spikes, ref_spikes)
+            np.testing.assert_array_equal(v, ref_v)
+            spikes, v = run(neuron, jnp.asarray(xs, jnp.bfloat16))
+            assert spikes.dtype == v.dtype == jnp.bfloat16
+            np.testing.assert_array_equal(np.asarray(spikes, np.float32), ref_spikes)
+
+
+def test_a_threshold_and_v0_passed_as_arrays_are_the_ones_used():
+    """Per-channel ``threshold`` and ``v0`` arrays (what learned thresholds pass) act as if each
+    channel had its own neuron with those values, in ``step``, ``run`` and ``run_constant``: the
+    spikes, the reset and the start all use them, not the neuron's own fields."""
+    theta, v0 = np.array([0.5, 1.0, 2.5], np.float32), np.array([0.4, -0.3, 1.2], np.float32)
+    xs = np.random.default_rng(7).uniform(0.0, 1.6, (T, 3)).astype(np.float32)
+    for neuron in (Neuron(1.0), Neuron(1.0, tau=2.0), Neuron(1.0, reset="zero")):
+        per = [neurons.run(dataclasses.replace(neuron, threshold=float(t), v_init=float(v)), xs[:, i:i + 1])
+               for i, (t, v) in enumerate(zip(theta, v0))]
+        spikes, v = neurons.run(neuron, xs, v0=v0, threshold=theta)
+        np.testing.assert_array_equal(spikes, np.concatenate([p[0] for p in per], 1))
+        np.testing.assert_allclose(v, np.concatenate([p[1] for p in per]), atol=1e-6)
+        spikes_c, v_c = neurons.run_constant(neuron, xs[0], T, v0=v0, threshold=theta)
+        ref_c = neurons.run(neuron, np.broadcast_to(xs[0], xs.shape), v0=v0, threshold=theta)
+        np.testing.assert_array_equal(spikes_c, ref_c[0])
+        np.testing.assert_allclose(v_c, ref_c[1], atol=1e-6)
+        assert 0 < float(spikes_c.mean()) < 1  # not all silent or all firing: the values matter
+        low = neurons.run(neuron, jnp.asarray(xs, jnp.bfloat16), v0=v0, threshold=theta)  # v0 float32
+        assert low[0].dtype == low[1].dtype == jnp.bfloat16  # the potential takes the input's dtype
+    v1, s1 = neurons.step(Neuron(1.0), jnp.asarray(v0), jnp.asarray(xs[0]), theta)
+    m = v0 + xs[0]
+    np.testing.assert_array_equal(s1, (m >= theta).astype(np.float32))
+    np.testing.assert_allclose(v1, m - theta * (m >= theta), atol=1e-6)
+
+
+@pytest.mark.parametrize("surrogate,alpha", [("triangle", 3.0), ("atan", 5.0), ("sigmoid", 2.0)])
+def test_fire_gradient_is_the_surrogate_density_at_the_scaled_distance(surrogate, alpha):
+    """``d fire / d m = h'((m - theta) / theta) / theta``, with the neuron's ``alpha`` (not the
+    default) and a threshold that is not 1."""
+    from noisesnn_jax.surrogate import heaviside
+
+    m, theta = jnp.linspace(0.5, 3.5, 13), 2.0
+    n = Neuron(1.0, surrogate=surrogate, alpha=alpha)
+    g = jax.grad(lambda m: neurons.fire(n, m, theta).sum())(m)
+    dh = jax.grad(lambda z: heaviside(z, surrogate, alpha).sum())((m - theta) / theta)
+    np.testing.assert_allclose(g, dh / theta, rtol=1e-6)
+    default = jax.grad(lambda z: heaviside(z, surrogate, Neuron(surrogate=surrogate).surrogate_alpha).sum())(
+        (m - theta) / theta)
+    assert not np.allclose(dh, default)  # the alpha matters here
+
+
+def test_run_accepts_one_neuron_over_time_and_names_a_missing_time_axis():
+    """``xs`` of shape ``[T]`` is one neuron over T steps; a scalar has no time axis: one error
+    naming the layout. ``run_constant`` runs ``timesteps=1`` and rejects 0 by name."""
+    spikes, v = neurons.run(Neuron(1.0), np.full(4, 0.6, np.float32))
+    np.testing.assert_array_equal(spikes, [0.0, 1.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match=r"time-major \[T, \.\.\.\]; got a scalar"):
+        neurons.run(Neuron(1.0), np.float32(0.5))
+    spikes, v = neurons.run_constant(Neuron(1.0), np.array([0.6, 1.2], np.float32), 1)
+    np.testing.assert_array_equal(spikes, [[0.0, 1.0]])
+    with pytest.raises(ValueError, match="timesteps=0 is invalid; it must be an integer >= 1"):
+        neurons.run_constant(Neuron(1.0), np.ones(2, np.float32), 0)

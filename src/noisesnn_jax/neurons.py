@@ -173,7 +173,7 @@ def run(neuron: Neuron, xs: Array, v0: Array | float | None = None,
       neuron: the dynamics.
       xs: input currents, time-major ``[T, ...]``; a non-floating input is cast to float32.
       v0: initial potential (see :func:`initial_potential`); ``None`` takes ``neuron.v_init``.
-      threshold: overrides ``neuron.threshold``.
+      threshold: overrides ``neuron.threshold``; an array is cast to the potential's dtype.
       remat: wrap each step in ``jax.checkpoint``: the backward pass recomputes a step's
         internals from its saved potential (memory for BPTT, same values).
 
@@ -194,6 +194,9 @@ def run(neuron: Neuron, xs: Array, v0: Array | float | None = None,
 def _scan(neuron: Neuron, v: Array, xs: Array | None, x: Array | None, length: int, *,
           threshold: Array | float | None, remat: bool) -> tuple[Array, Array]:
     """``lax.scan`` of :func:`step` over ``xs [T, ...]``, or over ``length`` steps of a constant ``x``."""
+    if threshold is not None:  # a float32 threshold array on bfloat16 currents: the potential's dtype
+        threshold = jnp.asarray(threshold, v.dtype)
+
     def body(v: Array, x_t: Array | None) -> tuple[Array, Array]:
         return step(neuron, v, x if x_t is None else x_t, threshold)
 
@@ -215,7 +218,7 @@ def run_constant(neuron: Neuron, x: Array, timesteps: int, v0: Array | float | N
         float32.
       timesteps: ``T``, the number of steps.
       v0: initial potential; ``None`` takes ``neuron.v_init``.
-      threshold: overrides ``neuron.threshold``.
+      threshold: overrides ``neuron.threshold``; an array is cast to the potential's dtype.
       remat: wrap each step in ``jax.checkpoint`` (see :func:`run`).
 
     Returns:
