@@ -10,8 +10,6 @@ import textwrap
 import numpy as np
 import pytest
 
-from conftest import CHILD_XLA_FLAGS
-
 SCRIPT = textwrap.dedent("""
     import functools, jax, jax.numpy as jnp, numpy as np, optax
     assert jax.device_count() == 8, jax.devices()
@@ -65,14 +63,13 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_sharded_step_equals_single_device():
+def test_sharded_step_equals_single_device(train_processes):
     """3 noisy T=1 steps with batch norm: loss within 1e-5, parameters and batch-norm statistics
     within rtol 1e-4 / atol 1e-5 (the all-reduce sums in another order); the same for one BPTT
     step at T=3. Then T=1 and T=4 evaluation sharded over the 8 devices: the same correct count as
     one device, the same firing rates within 1e-6."""
-    env = dict(os.environ, JAX_NUM_CPU_DEVICES="8", JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = CHILD_XLA_FLAGS
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=train_processes.env(8), capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
 
 
@@ -90,17 +87,15 @@ TRAIN_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_training_loop_on_8_devices_matches_one(tmp_path):
+def test_training_loop_on_8_devices_matches_one(tmp_path, train_processes):
     """The whole loop (data parallel, checkpoint, restore) on 8 fake devices ends where 1 device does.
 
     Over 21 steps an all-reduce summed in another order can flip a single spike, and Adam carries
     the difference on: most weights agree to 1e-4, none differs by more than 0.02."""
     out = {}
     for n in (1, 8):
-        env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(n), JAX_PLATFORMS="cpu")
-        env["XLA_FLAGS"] = CHILD_XLA_FLAGS
         w = str(tmp_path / f"d{n}")
-        proc = subprocess.run([sys.executable, "-c", TRAIN_SCRIPT, w], env=env, capture_output=True,
+        proc = subprocess.run([sys.executable, "-c", TRAIN_SCRIPT, w], env=train_processes.env(n), capture_output=True,
                               text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert ("data parallel over 8 devices" in proc.stdout) == (n == 8)
