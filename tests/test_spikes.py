@@ -108,7 +108,8 @@ def test_deterministic_mode_uses_the_mean():
 
 
 def test_noise_needs_key_when_sampling():
-    with pytest.raises(ValueError, match="key"):
+    with pytest.raises(ValueError, match=r"^noisy_spike needs a PRNG key to sample noise; pass key=\.\.\. or "
+                                         r"sample=False$"):
         noisy_spike(Neuron(), Noise(), jnp.ones(3))
 
 
@@ -140,3 +141,153 @@ def test_fast_uniforms_are_uniform_and_uncorrelated(draw, bits):
     v = np.asarray(draw(jax.random.key(6), (512, 513))) / 2.0 ** bits
     assert abs(np.corrcoef(u.ravel(), v.ravel())[0, 1]) < 0.01  # another key: independent
     np.testing.assert_array_equal(u, np.asarray(draw(jax.random.key(5), (512, 513))) / 2.0 ** bits)
+
+
+def _lowbias32(x: int) -> int:
+    """The published ``lowbias32`` integer hash, in Python integers (an independent reference)."""
+    mask = 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & mask
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & mask
+    return x ^ (x >> 16)
+
+
+def test_hash_uniform_is_the_documented_counter_hash():
+    """``mix(mix(index + seed) ^ seed2) >> 8`` with mix = lowbias32, element by element in Python:
+    the statistical checks above cannot tell a weakened mixer (a shift turned the other way, a
+    constant off by one bit) from the real one."""
+    from noisesnn_jax.spikes import _mix32
+
+    rng = np.random.default_rng(0)
+    xs = np.concatenate([np.arange(8), [0xFFFFFFFF, 0x80000000, 0xDEADBEEF], rng.integers(0, 2 ** 32, 50)])
+    got = np.asarray(_mix32(jnp.asarray(xs, jnp.uint32)))
+    assert [int(g) for g in got] == [_lowbias32(int(x)) for x in xs]
+    key = jax.random.key(11)
+    seeds = [int(s) for s in np.asarray(jax.random.bits(key, (2,), jnp.uint32))]
+    u = np.asarray(hash_uniform(key, (3, 5)))
+    want = [_lowbias32(_lowbias32((i + seeds[0]) & 0xFFFFFFFF) ^ seeds[1]) >> 8 for i in range(15)]
+    assert u.dtype == np.float32 and u.ravel().tolist() == [float(w) for w in want]
+
+
+@pytest.mark.parametrize("n", [1, 4, 7])
+def test_uniform16_takes_two_uniforms_from_each_random_word(n):
+    """Half the random bits: ``n`` uniforms come from ``ceil(n / 2)`` words, low halves first."""
+    key = jax.random.key(3)
+    words = np.asarray(jax.random.bits(key, ((n + 1) // 2,), jnp.uint32))
+    u = uniform16(key, (n,))
+    assert u.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(u), np.concatenate([words & 0xFFFF, words >> 16])[:n])
+
+
+@pytest.mark.parametrize("kind", KINDS + ["none"])
+def test_noise_functions_keep_a_bfloat16_dtype(kind):
+    key, z = jax.random.key(0), jnp.linspace(-2.0, 2.0, 9, dtype=jnp.bfloat16)
+    assert sample_standard(kind, key, (3, 4), jnp.bfloat16).dtype == jnp.bfloat16
+    if kind != "none":
+        assert standard_pdf(kind, z).dtype == jnp.bfloat16
+        assert standard_cdf(kind, z).dtype == jnp.bfloat16
+
+
+def test_uniform_density_holds_on_its_closed_support():
+    """The uniform noise lives on the closed interval [-sqrt 3, sqrt 3]: its density there, 0 outside."""
+    edge = np.float32(math.sqrt(3.0))
+    z = jnp.asarray([-edge, edge, np.nextafter(edge, np.float32(4)), 0.0], jnp.float32)
+    np.testing.assert_allclose(np.asarray(standard_pdf("uniform", z)), [1 / (2 * math.sqrt(3))] * 2 + [0.0] +
+                               [1 / (2 * math.sqrt(3))], rtol=1e-6)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("kind,tau", [("triangular", 2.0), ("gaussian", 4.0)])
+def test_lif_spike_fires_with_the_probability_of_its_charged_noisy_potential(kind, tau, sampler):
+    """A LIF neuron charges the noise like its multi-step self, m = n + (x - n)/tau with
+    n = theta*(mu + sigma*eps): it fires when eps >= z_lif, z_lif = ((theta - x/tau)/(1 - 1/tau) -
+    theta*mu)/(theta*sigma). Its rate is 1 - F(z_lif) and its gradient the density there times
+    dz_lif/dx (written out here from the charge, not from the library's coefficients)."""
+    theta, mu, sigma = 1.5, 0.4, 0.3
+    neuron, noise = Neuron(theta, tau=tau), Noise(kind, mean=mu, std=sigma, sampler=sampler)
+    x = jnp.linspace(-0.5, 6.5, 29) + 0.011
+    z = ((theta - np.asarray(x) / tau) / (1 - 1 / tau) - theta * mu) / (theta * sigma)
+    p = 1.0 - np.asarray(standard_cdf(kind, jnp.asarray(z, jnp.float32)))
+    assert np.sum((p > 0.05) & (p < 0.95)) >= 5 and p[0] < 0.01 and p[-1] > 0.5  # the grid crosses it
+    n = 20_000
+    s = np.asarray(noisy_spike(neuron, noise, jnp.broadcast_to(x, (n, 29)), jax.random.key(4)))
+    assert np.all(np.abs(s.mean(0) - p) < 5 * np.sqrt(p * (1 - p) / n) + 1e-3)
+    g = jax.grad(lambda x: noisy_spike(neuron, noise, x, jax.random.key(5)).sum())(x)
+    want = np.asarray(standard_pdf(kind, jnp.asarray(z, jnp.float32))) / tau / ((1 - 1 / tau) * theta * sigma)
+    np.testing.assert_allclose(np.asarray(g), want, rtol=1e-5, atol=1e-7)
+
+
+def test_memoryless_lif_and_noise_none_fire_on_the_charged_mean_with_the_named_surrogate():
+    """tau = 1 forgets the noise (m = x) and kind ``none`` charges the mean (m = theta*mu + x): both
+    fire on ``u = (m - theta)/theta >= 0`` with the neuron's surrogate ``d/dx = surrogate(u)/theta``."""
+    from noisesnn_jax.surrogate import SURROGATES
+
+    theta, alpha = 2.0, 3.0
+    x = jnp.array([-0.3, 0.7, 0.99, 1.0, 1.6, 2.4])
+    for neuron, noise, m in ((Neuron(theta, tau=1.0, surrogate="atan", alpha=alpha), Noise("gaussian"), x),
+                             (Neuron(theta, surrogate="atan", alpha=alpha), Noise("none", mean=0.5), x + 1.0)):
+        u = (np.asarray(m) - theta) / theta
+        s = noisy_spike(neuron, noise, x, jax.random.key(0))
+        np.testing.assert_array_equal(np.asarray(s), (u >= 0).astype(np.float32))
+        g = jax.grad(lambda x: noisy_spike(neuron, noise, x, jax.random.key(0)).sum())(x)
+        np.testing.assert_allclose(np.asarray(g), np.asarray(SURROGATES["atan"](jnp.asarray(u), alpha)) / theta,
+                                   rtol=1e-5)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_bfloat16_gradients_keep_their_dtype(sampler):
+    x = jnp.linspace(-0.5, 1.5, 8, dtype=jnp.bfloat16)
+    g = jax.grad(lambda x: noisy_spike(Neuron(), Noise(sampler=sampler), x, jax.random.key(0)).astype(
+        jnp.float32).sum())(x)
+    assert g.dtype == jnp.bfloat16
+    ref = jax.grad(lambda x: expected_spike(Noise(), x).sum())(x.astype(jnp.float32))
+    np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(ref), rtol=0.02, atol=1e-3)
+
+
+def test_an_integer_current_fires_as_float32_and_the_default_threshold_is_one():
+    s = noisy_spike(Neuron(), Noise(), jnp.array([0, 1, 2]), sample=False)
+    assert s.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(s), [0, 1, 1])
+    x = jnp.linspace(-0.5, 1.5, 9)
+    np.testing.assert_array_equal(np.asarray(expected_spike(Noise(), x)), np.asarray(expected_spike(Noise(), x, 1.0)))
+
+
+@pytest.mark.parametrize("function,what", [(standard_pdf, "density"), (standard_cdf, "distribution")])
+def test_noise_none_has_no_density_or_distribution(function, what):
+    with pytest.raises(ValueError, match=f"noise kind='none' has no {what}; choose one of gaussian, uniform"):
+        function("none", jnp.zeros(3))
+
+
+@pytest.mark.parametrize("sampler,dtype", [("reparam", jnp.float32), ("reparam", jnp.bfloat16),
+                                           ("uniform16", jnp.float32), ("hash", jnp.float32)])
+def test_each_sampler_fires_by_its_documented_rule(sampler, dtype):
+    """Spike by spike, from the sampler's own random numbers (computed here in float64):
+    ``reparam`` fires on ``x + theta*(mu + sigma*eps) >= theta`` with ``eps`` drawn in the current's
+    dtype; ``uniform16`` and ``hash`` on ``u + 1/2 < 2**bits * P(fire)`` with their 16- or 24-bit
+    ``u``. Ties closer than the float rounding of the comparison are left out (a few in a
+    million). The distribution checks above cannot tell the samplers apart."""
+    theta, mu, sigma = 1.25, 0.5, 0.4
+    noise, key = Noise("uniform", mean=mu, std=sigma, sampler=sampler), jax.random.key(9)
+    x = jnp.linspace(-0.2, 1.4, 2_000_000 if sampler != "reparam" else 200_000).astype(dtype)
+    s = np.asarray(noisy_spike(Neuron(theta), noise, x, key), np.float64)
+    assert s.dtype == np.float64 and noisy_spike(Neuron(theta), noise, x, key).dtype == dtype
+    xf = np.asarray(x, np.float64)
+    if sampler == "reparam":
+        eps = np.asarray(sample_standard("uniform", key, x.shape, dtype), np.float64)
+        margin, tie = xf + theta * (mu + sigma * eps) - theta, (1e-5 if dtype == jnp.float32 else 2e-2)
+    else:
+        bits, draw = (16, uniform16) if sampler == "uniform16" else (24, hash_uniform)
+        z = (theta * (1 - mu) - xf) / (theta * sigma)
+        p = 1.0 - np.clip((z + math.sqrt(3)) / (2 * math.sqrt(3)), 0.0, 1.0)
+        margin = 2.0 ** bits * p - (np.asarray(draw(key, x.shape), np.float64) + 0.5)
+        tie = 2e-3 if bits == 16 else 4.0  # float32 holds 2**24 * P to about one unit
+    clear = np.abs(margin) > tie
+    assert clear.mean() > (0.95 if dtype == jnp.bfloat16 else 0.99) and 0.2 < s.mean() < 0.8
+    np.testing.assert_array_equal(s[clear], (margin[clear] >= 0).astype(np.float64))
+
+
+def test_an_unknown_kind_names_the_known_ones():
+    with pytest.raises(ValueError, match=r"noise kind='cauchy' is invalid; choose one of \['gaussian', 'uniform', "
+                                         r"'triangular', 'logistic', 'none'\]"):
+        sample_standard("cauchy", jax.random.key(0), (2,))

@@ -29,7 +29,7 @@ PKG = "src/noisesnn_jax/"
 GROUPS: dict[str, tuple[list[str], list[str], list[str] | None]] = {
     "surrogate": ([PKG + "surrogate.py"], ["tests/test_surrogate.py", "tests/test_neurons.py"], None),
     "neurons": ([PKG + "neurons.py"], ["tests/test_neurons.py", "tests/test_surrogate.py"], None),
-    "spikes": ([PKG + "spikes.py"], ["tests/test_spikes.py"], None),
+    "spikes": ([PKG + "spikes.py"], ["tests/test_spikes.py", "tests/test_surrogate.py"], None),
     "layers": ([PKG + "layers.py"], ["tests/test_layers.py", "tests/test_models.py::test_fast_multistep_equals_naive_loop",
                                      "tests/test_shapes_property.py::test_a_noise_key_without_train_warns_once"], None),
     "convert": ([PKG + "convert.py"], ["tests/test_convert.py"], None),
