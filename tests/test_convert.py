@@ -3,6 +3,8 @@ dataflow (not the names) of a user's model, and saying why a model cannot be fol
 
 from __future__ import annotations
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -95,3 +97,108 @@ def test_models_that_cannot_be_folded_say_so(model, message):
     v = model.init(jax.random.key(0), x)
     with pytest.raises(ValueError, match=message):
         convert.fold_batchnorm(model, v, x)
+
+
+class NormOptions(nn.Module):
+    """Batch norms without a scale, without a bias, with a large epsilon on small variances; with
+    ``keep_norm`` a fold_bn field that folds nothing."""
+
+    fold_bn: bool = False
+    keep_norm: bool = False
+
+    @nn.compact
+    def __call__(self, x, *, train=False, timesteps=1, sample_noise=None):
+        mode = dict(timesteps=timesteps, train=train, sample_noise=sample_noise)
+        norm = not self.fold_bn or self.keep_norm
+        x = nn.Dense(6, use_bias=not norm or self.keep_norm, name="a")(x)
+        if norm:
+            x = nn.BatchNorm(use_running_average=not train, use_scale=False, epsilon=0.05, name="bn_a")(x)
+        x = SpikingNeuron()(x, constant=True, **mode)
+        x = nn.Dense(6, use_bias=True, name="b")(x)  # a bias of its own before the batch norm
+        if norm:
+            x = nn.BatchNorm(use_running_average=not train, use_bias=False, epsilon=0.05, name="bn_b")(x)
+        x = SpikingNeuron()(x, **mode)
+        return average_readout(self, nn.Dense(3, name="out")(x), timesteps)
+
+
+def test_folding_handles_batch_norm_without_scale_or_bias_and_uses_epsilon():
+    """Small running variances (about 1e-2) next to epsilon = 0.05: folding without epsilon, or
+    with a scale or bias a batch norm does not have, changes the logits."""
+    model, x = NormOptions(), 0.1 * jax.random.normal(jax.random.key(4), (9, 5))
+    v = _trained(model, x)
+    v["batch_stats"] = jax.tree_util.tree_map(lambda a: a, v["batch_stats"])
+    for i, name in enumerate(("bn_a", "bn_b")):  # running statistics of small activations
+        key = jax.random.key(10 + i)
+        v["batch_stats"][name] = {"mean": 0.1 * jax.random.normal(key, (6,)),
+                                  "var": 0.01 + 0.02 * jax.random.uniform(jax.random.fold_in(key, 1), (6,))}
+    fm, fv = convert.fold_batchnorm(model, v, x)
+    assert set(fv["params"]) == {"a", "b", "out"}
+    for T in (1, 4):
+        np.testing.assert_allclose(fm.apply(fv, x, timesteps=T), model.apply(v, x, timesteps=T), rtol=1e-4, atol=1e-4)
+    bn = v["batch_stats"]["bn_b"]  # the layer's own bias is folded through the batch norm
+    want = (v["params"]["b"]["bias"] - bn["mean"]) * v["params"]["bn_b"]["scale"] / np.sqrt(bn["var"] + 0.05)
+    np.testing.assert_allclose(fv["params"]["b"]["bias"], want, rtol=1e-5)
+
+
+def test_a_folded_model_or_one_without_batch_statistics_is_returned_as_it_is():
+    model, x = NormOptions(), jnp.ones((2, 5))
+    v = _trained(model, x)
+    fm, fv = convert.fold_batchnorm(model, v, x)
+    assert convert.fold_batchnorm(fm, fv, x) == (fm, fv)
+    got = convert.fold_batchnorm(fm, v, x)  # folded already, whatever variables come with it
+    assert got[0] is fm and got[1] is v
+    plain = {"params": v["params"]}
+    got = convert.fold_batchnorm(model, plain, x)
+    assert got[0] is model and got[1] is plain
+
+
+def test_a_fold_field_that_does_not_fold_is_refused():
+    model, x = NormOptions(keep_norm=True), jnp.ones((2, 5))
+    v = _trained(model, x)
+    with pytest.raises(ValueError, match=r"NormOptions\(fold_bn=True\) does not have the folded parameters"):
+        convert.fold_batchnorm(model, v, x)
+
+
+class NormOnInput(nn.Module):
+    fold_bn: bool = False
+
+    @nn.compact
+    def __call__(self, x, *, train=False, timesteps=1, sample_noise=None):
+        return nn.Dense(2)(nn.BatchNorm(use_running_average=not train, name="on_input")(x))
+
+
+def test_a_batch_norm_on_the_input_cannot_be_folded():
+    x = jnp.ones((3, 5))
+    v = NormOnInput().init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match=r"batch norm on_input of NormOnInput does not follow a conv or dense"):
+        convert.fold_batchnorm(NormOnInput(), v, x)
+
+
+def test_only_the_shape_and_dtype_of_the_example_are_used():
+    model, x = NormOptions(), jax.random.normal(jax.random.key(5), (4, 5))
+    v = _trained(model, x)
+    spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
+    assert {k: p for k, (_, p) in convert.batchnorm_pairs(model, v, spec).items()} == {("a",): ("bn_a",),
+                                                                                       ("b",): ("bn_b",)}
+    fm, fv = convert.fold_batchnorm(model, v, spec)
+    want = convert.fold_batchnorm(model, v, x)[1]
+    jax.tree_util.tree_map(np.testing.assert_array_equal, fv, want)
+
+
+class TwoBlocksAddThenNorm(nn.Module):
+    fold_bn: bool = False
+
+    @nn.compact
+    def __call__(self, x, *, train=False, timesteps=1, sample_noise=None):
+        for _ in range(2):
+            x = AddThenNorm()(x, train=train)
+        return x
+
+
+def test_every_batch_norm_that_cannot_be_folded_is_named_by_its_path():
+    x = jnp.ones((3, 4))
+    v = TwoBlocksAddThenNorm().init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match=re.escape(
+            "batch norm AddThenNorm_0/after_add, AddThenNorm_1/after_add of TwoBlocksAddThenNorm does not follow a "
+            "conv or dense layer directly, so it cannot be folded; evaluate the model unfolded")):
+        convert.fold_batchnorm(TwoBlocksAddThenNorm(), v, x)

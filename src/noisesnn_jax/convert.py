@@ -34,7 +34,8 @@ def batchnorm_pairs(model: SpikingModel, variables: Variables,
     Args:
       model: the model (:class:`~noisesnn_jax.contract.SpikingModel`).
       variables: its variables.
-      example: an input batch ``[B, ...]`` (only its shape and dtype are used).
+      example: an input batch ``[B, ...]``, or its ``jax.ShapeDtypeStruct`` (only the shape and
+        dtype are used).
 
     Returns:
       ``{layer_path: (batch_norm_module, batch_norm_path)}``: the bound ``nn.BatchNorm`` that
@@ -78,7 +79,8 @@ def fold_batchnorm(model: SpikingModel, variables: Variables, example: Array) ->
     Args:
       model: the model, with a ``fold_bn`` field if it has batch norm.
       variables: its trained variables, with ``batch_stats``.
-      example: an input batch ``[B, ...]`` (only its shape and dtype are used).
+      example: an input batch ``[B, ...]``, or its ``jax.ShapeDtypeStruct`` (only the shape and
+        dtype are used).
 
     Returns:
       ``(folded_model, folded_variables)``; ``(model, variables)`` unchanged when the model is
@@ -114,7 +116,7 @@ def fold_batchnorm(model: SpikingModel, variables: Variables, example: Array) ->
     out = {k: v for k, v in variables.items() if k not in ("params", "batch_stats")}
     out["params"] = traverse_util.unflatten_dict(folded)
     folded_model = model.clone(fold_bn=True)
-    want = jax.eval_shape(lambda x: folded_model.init(jax.random.key(0), x), jnp.asarray(example))
+    want = jax.eval_shape(lambda x: folded_model.init(jax.random.key(0), x), tracing.example_spec(example))
     want_params = jax.tree_util.tree_map(lambda a: a.shape, want["params"])
     got_params = jax.tree_util.tree_map(jnp.shape, out["params"])
     if want_params != got_params or want.get("batch_stats"):

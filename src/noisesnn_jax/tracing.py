@@ -167,6 +167,14 @@ def _recording() -> Iterator[_Recorder]:
         _ACTIVE.reset(token)
 
 
+def example_spec(example: Array | jax.ShapeDtypeStruct) -> jax.ShapeDtypeStruct:
+    """The shape and dtype of an input batch (an array, or already a ``jax.ShapeDtypeStruct``)."""
+    if isinstance(example, jax.ShapeDtypeStruct):
+        return example
+    example = jnp.asarray(example)
+    return jax.ShapeDtypeStruct(example.shape, example.dtype)
+
+
 def trace(model: SpikingModel, variables: Variables, example: Array, *, abstract: bool = False) -> Trace:
     """Run ``model`` once at ``T = 1`` in inference mode and record its layer graph.
 
@@ -176,7 +184,7 @@ def trace(model: SpikingModel, variables: Variables, example: Array, *, abstract
     Args:
       model: the model (:class:`~noisesnn_jax.contract.SpikingModel`).
       variables: its variables.
-      example: an input batch ``[B, ...]``.
+      example: an input batch ``[B, ...]``; with ``abstract``, its ``jax.ShapeDtypeStruct`` will do.
       abstract: trace shapes only (``jax.eval_shape``: no computation); the nodes then hold
         abstract values instead of arrays.
 
@@ -188,7 +196,7 @@ def trace(model: SpikingModel, variables: Variables, example: Array, *, abstract
 
     with _recording() as recorder:
         if abstract:
-            jax.eval_shape(run, variables, jnp.asarray(example))
+            jax.eval_shape(run, variables, example_spec(example))
         else:
             run(variables, jnp.asarray(example))
     return Trace(tuple(recorder.nodes))
