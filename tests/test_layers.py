@@ -101,6 +101,10 @@ def test_average_readout_averages_over_time_and_sows_every_step():
         m.apply({}, z[0], 4)
     with pytest.raises(ValueError, match=re.escape("got shape (5,)")):
         m.apply({}, z[0, 0], 4)
+    with pytest.raises(ValueError, match=re.escape("got shape (4,)")):  # T values, no batch axis
+        m.apply({}, z[:, 0, 0], 4)
+    out, sown = m.apply({}, z[:, :, 0], 4, mutable=["readout"])  # one output per example: [T, B]
+    np.testing.assert_allclose(out, z[:, :, 0].mean(0), rtol=1e-6)
 
 
 def test_the_noise_key_warning_says_what_to_pass():
@@ -145,3 +149,6 @@ def test_the_functional_layers_report_themselves_to_a_trace_by_name_and_input():
     add_node = by_op["add"]
     assert [graph.source(add_node, i).op for i in range(2)] == ["global_avg_pool", "dense"]
     assert by_op["readout"].attrs == dict(timesteps=1) and graph.source(by_op["readout"]).op == "dense"
+    with tracing._recording() as recorder:  # the default padding, as NIR export reads it
+        layers.pool2d(x, "avg", 2, 2)
+    assert recorder.nodes[0].attrs == dict(kind="avg", window=2, stride=2, padding="VALID")
