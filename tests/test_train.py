@@ -3,9 +3,12 @@ TensorBoard event files, a fine-tune from another run, a diverging run and the w
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -270,3 +273,62 @@ def test_train_step_defaults_timesteps_and_a_model_without_batch_norm():
                            params(train_step(state, x, y, key, num_classes=3, label_smoothing=0.5)[0]))
     assert not np.allclose(params(default), params(train_step(state, x, y, key, num_classes=3, timesteps=2)[0]))
     assert default.batch_stats == {}
+
+
+_FULL_DISK = r'''
+import json, os, resource, signal, sys
+from noisesnn_jax.run import cli
+from noisesnn_jax.run.train import _write_jsonl
+
+workdir, limit = sys.argv[1], int(sys.argv[2])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+code = cli.main(["train", "--workdir", workdir, "--no-progress"] + sys.argv[3:])
+metrics = os.path.join(workdir, "full.jsonl")
+with open(metrics, "w") as f:
+    f.write(json.dumps({"pad": "x" * (limit - 40)}) + "\n")
+size = os.path.getsize(metrics)
+try:
+    _write_jsonl(metrics, {"epoch": 2, "note": "y" * 100})
+    error = None
+except OSError as e:
+    error = [e.errno, e.filename]
+print(json.dumps({"code": code, "metrics_error": error, "size_before": size, "size_after": os.path.getsize(metrics)}))
+'''
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs RLIMIT_FSIZE")
+def test_a_failing_checkpoint_or_metrics_write_is_one_error_and_keeps_what_was_saved(tiny_config, tmp_path):
+    """A write that fails mid-run (here a file-size limit, EFBIG: the way a full disk fails, but on
+    any machine) while saving a checkpoint: one line naming the step, the reason and the folder,
+    exit 1 (orbax also logs its writer threads' errors); the half-written save is not a
+    checkpoint, the earlier one and config.json are intact, and re-running resumes from it. A
+    metrics line that cannot be written whole is cut back."""
+    from noisesnn_jax.run import config as config_lib
+    from noisesnn_jax.run.checkpoint import open_manager
+
+    workdir = str(tmp_path / "run")
+    c = tiny_config
+    c.train.epochs, c.train.checkpoint_every_steps, c.eval.timesteps = 1, 5, (1,)
+    train_and_evaluate(c, workdir, progress=False, log=lambda m: None, stop_at_step=5)
+    config_text = open(os.path.join(workdir, "config.json")).read()
+    overrides = ["--config.dataset.name=digits", "--config.model.name=mlp", "--config.model.hidden=32,",
+                 "--config.train.epochs=1", "--config.train.batch_size=32", "--config.train.learning_rate=0.003",
+                 "--config.train.checkpoint_every_steps=5", "--config.eval.timesteps=1,"]
+    proc = subprocess.run([sys.executable, "-c", _FULL_DISK, workdir, "12000", *overrides], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "JAX_ENABLE_COMPILATION_CACHE": "false"})
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("noisesnn train: error")]
+    assert out["code"] == 1 and len(errors) == 1, proc.stderr[-3000:]
+    assert re.search(r"writing the checkpoint of step 10 failed \(File too large\): it is not kept, and the "
+                     r"previous checkpoints are intact", errors[0]) and "free disk space" in errors[0]
+    assert open(os.path.join(workdir, "config.json")).read() == config_text  # rewritten whole, or not at all
+    manager = open_manager(workdir, 3)
+    assert manager.all_steps() == [5]
+    manager.close()
+    assert out["metrics_error"] == [errno.EFBIG, os.path.join(workdir, "full.jsonl")]
+    assert out["size_after"] == out["size_before"]  # no half line left
+    log = []
+    c2 = config_lib.from_json(config_text)
+    assert train_and_evaluate(c2, workdir, progress=False, log=log.append)["step"] == 42
+    assert any("resumed from step 5" in line for line in log)

@@ -98,7 +98,8 @@ def serialize(exported: jax.export.Exported) -> bytes:
 def write_atomic(path: str, write: Callable[[str], None]) -> int:
     """Call ``write(tmp)`` on a temporary file next to ``path``, then move it into place.
 
-    A failed write leaves nothing at ``path`` (and an existing file there untouched).
+    A failed write leaves nothing at ``path`` (and an existing file there untouched); its
+    ``OSError`` names ``path``.
 
     Args:
       path: the file to write; its folder is created if missing.
@@ -117,6 +118,10 @@ def write_atomic(path: str, write: Callable[[str], None]) -> int:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it private)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None or e.filename == tmp:  # name the file the caller asked for
+            raise OSError(e.errno, e.strerror or str(e), path) from e
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

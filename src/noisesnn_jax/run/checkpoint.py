@@ -3,8 +3,10 @@ and reopen a trained workdir (:func:`~noisesnn_jax.run.checkpoint.load_run`)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -49,16 +51,40 @@ def open_manager(workdir: str, keep: int = 3, create: bool = True) -> orbax.chec
                                  options=options)
 
 
+# how tensorstore and orbax word a failing write (they raise ValueError or RuntimeError, not OSError)
+_WRITE_FAILURE = re.compile(r"No space left|File too large|Permission denied|Read-only file system|Disk quota|"
+                            r"Failed writing|Failed to write|Error writing")
+
+
 def save_checkpoint(manager: orbax.checkpoint.CheckpointManager, state: TrainState) -> None:
     """Save ``state`` at its step (blocking until written).
+
+    Orbax writes into a temporary folder and renames it when complete, so a failed or interrupted
+    save leaves the previous checkpoints as they were and nothing that looks like a checkpoint.
 
     Args:
       manager: the workdir's manager (:func:`open_manager`).
       state: the train state.
+
+    Raises:
+      OSError: the write failed (disk full, permissions, a file-size limit): one message with the
+        step, the reason and the checkpoint folder; the cause is chained.
     """
     import orbax.checkpoint as ocp
-    manager.save(int(state.step), args=ocp.args.StandardSave(serialization.to_state_dict(state)))
-    manager.wait_until_finished()
+    step = int(state.step)
+    try:
+        manager.save(step, args=ocp.args.StandardSave(serialization.to_state_dict(state)))
+        manager.wait_until_finished()
+    except Exception as e:
+        text = str(e)
+        code = re.search(r"os_error_code='?(\d+)", text)
+        if not (isinstance(e, OSError) or code or _WRITE_FAILURE.search(text)):
+            raise
+        number = e.errno if isinstance(e, OSError) and e.errno else int(code.group(1)) if code else errno.EIO
+        reason = (e.strerror if isinstance(e, OSError) and e.strerror else os.strerror(number))
+        raise OSError(number, f"writing the checkpoint of step {step} failed ({reason}): it is not kept, and the "
+                      f"previous checkpoints are intact. {text.splitlines()[0] if text else type(e).__name__}",
+                      str(manager.directory)) from e
 
 
 def restore_checkpoint(manager: orbax.checkpoint.CheckpointManager, state: TrainState,

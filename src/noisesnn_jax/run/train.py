@@ -29,6 +29,7 @@ from noisesnn_jax.contract import Array
 from noisesnn_jax.data import Dataset, dataset_from_config, steps_per_epoch
 from noisesnn_jax.errors import CheckpointError, ConfigError
 from noisesnn_jax.evaluate import evaluate_dataset
+from noisesnn_jax.interop.export import write_atomic
 from noisesnn_jax.run import config as config_lib
 from noisesnn_jax.run.checkpoint import check_compatible, open_manager, restore_checkpoint, save_checkpoint, schedule_changes
 from noisesnn_jax.run.state import TrainState, build_model, create_state, make_optimizer, variables_of
@@ -92,8 +93,21 @@ def _all_finite(tree: Any) -> Array:
 
 
 def _write_jsonl(path: str, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    """Append one JSON line to ``path`` whole or not at all: a failing write (disk full) cuts the
+    file back to its previous end, so no half line is left for the next append to run into."""
+    line = (json.dumps(record) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        end = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            done = 0
+            while done < len(line):  # a short write is followed by the one that fails
+                done += os.write(fd, line[done:])
+        except OSError as e:
+            os.ftruncate(fd, end)
+            raise OSError(e.errno, e.strerror or str(e), path) from e
+    finally:
+        os.close(fd)
 
 
 def _init_from(state: TrainState, model: Any, input_shape: tuple[int, ...], source: str, log) -> TrainState:
@@ -214,9 +228,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progres
     setup = _Setup(config, workdir, ds, model, spe, log)
     state = _starting_state(setup, saved, state, manager)
     main_process = jax.process_index() == 0
-    if main_process:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config_lib.to_json(config))
+    if main_process:  # replaced whole or not at all: a resumed run needs it
+        text = config_lib.to_json(config)
+
+        def dump(tmp: str) -> None:
+            with open(tmp, "w") as f:
+                f.write(text)
+
+        write_atomic(os.path.join(workdir, "config.json"), dump)
     else:
         log = lambda *a, **k: None  # noqa: E731 - logs and metrics from process 0 only
         setup = dataclasses.replace(setup, log=log)
