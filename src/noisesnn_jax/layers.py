@@ -150,10 +150,12 @@ def _warn_noise_key_unused() -> None:
     if "noise_key" not in _WARNED:
         _WARNED.add("noise_key")
         import warnings
-        warnings.warn("a 'noise' RNG was passed but the T=1 pass does not sample noise: it runs at the noise mean "
-                      "and, with batch norm, uses the running statistics. A training step passes train=True "
-                      "(model.apply(v, x, train=True, rngs={'noise': key}, mutable=['batch_stats'])); "
-                      "evaluation with sampled noise passes sample_noise=True", UserWarning, stacklevel=2)
+        message = ("a 'noise' RNG was passed but the T=1 pass does not sample noise: it runs at the noise mean "
+                   "and, with batch norm, uses the running statistics. A training step passes train=True "
+                   "(model.apply(v, x, train=True, rngs={'noise': key}, mutable=['batch_stats'])); "
+                   "evaluation with sampled noise passes sample_noise=True")
+        # no stacklevel: Flax's call machinery lies between here and the user's apply, at no fixed depth
+        warnings.warn(message, UserWarning)  # noqa: B028
 
 
 class SpikingNeuron(nn.Module):
