@@ -152,10 +152,30 @@ def test_a_folded_model_or_one_without_batch_statistics_is_returned_as_it_is():
     assert got[0] is model and got[1] is plain
 
 
-def test_a_fold_field_that_does_not_fold_is_refused():
-    model, x = NormOptions(keep_norm=True), jnp.ones((2, 5))
-    v = _trained(model, x)
-    with pytest.raises(ValueError, match=r"NormOptions\(fold_bn=True\) does not have the folded parameters"):
+class HalfFold(nn.Module):
+    """A fold_bn field that does half the job: ``keep`` a batch norm (with neither scale nor bias,
+    so the parameters look folded but the statistics stay), or ``no_bias`` (the batch norm goes
+    but the layer gets no bias)."""
+
+    fold_bn: bool = False
+    fault: str = "keep"
+
+    @nn.compact
+    def __call__(self, x, *, train=False, timesteps=1, sample_noise=None):
+        bias = self.fold_bn and self.fault != "no_bias"
+        x = nn.Dense(4, use_bias=bias, name="a")(x)
+        if not self.fold_bn or self.fault == "keep":
+            x = nn.BatchNorm(use_running_average=not train, use_scale=False, use_bias=False, name="bn")(x)
+        return nn.Dense(2, name="out")(x)
+
+
+@pytest.mark.parametrize("model,name", [(NormOptions(keep_norm=True), "NormOptions"),
+                                        (HalfFold(fault="keep"), "HalfFold"), (HalfFold(fault="no_bias"), "HalfFold")])
+def test_a_fold_field_that_does_not_fold_is_refused(model, name):
+    """Either half is enough to refuse: parameters other than the folded ones, or batch statistics left."""
+    x = jnp.ones((2, 5))
+    v = model.init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match=rf"{name}\(fold_bn=True\) does not have the folded parameters"):
         convert.fold_batchnorm(model, v, x)
 
 
