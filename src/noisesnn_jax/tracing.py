@@ -168,7 +168,15 @@ def _recording() -> Iterator[_Recorder]:
 
 
 def example_spec(example: Array | jax.ShapeDtypeStruct) -> jax.ShapeDtypeStruct:
-    """The shape and dtype of an input batch (an array, or already a ``jax.ShapeDtypeStruct``)."""
+    """The shape and dtype of an input batch, for tracing without computing.
+
+    Args:
+      example: an input batch ``[B, ...]`` (any array, for example ``jnp.zeros((8, 28, 28, 1))``),
+        or already a ``jax.ShapeDtypeStruct``, which is returned as it is.
+
+    Returns:
+      A ``jax.ShapeDtypeStruct`` with the batch's shape and dtype; no data is kept.
+    """
     if isinstance(example, jax.ShapeDtypeStruct):
         return example
     example = jnp.asarray(example)
