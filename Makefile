@@ -56,7 +56,7 @@ noise-cost: install
 	$(PY) benchmarks/noise_cost.py --out benchmarks/results
 
 ## Mutation testing (mutmut, forkserver): each group of core modules against its own tests in
-## build/mutation/<group>; not part of `make test`. Estimated 12 h on 2 busy cores (docs/development.md)
+## build/mutation/<group>; not part of `make test`. About 90 minutes on 2 busy cores (docs/development.md)
 mutation: install
 	$(PY) -m pip install --quiet 'mutmut>=3.8.1'
 	$(PY) tools/mutation.py $(MUTATION_ARGS)
