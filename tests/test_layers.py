@@ -136,7 +136,8 @@ def test_the_functional_layers_report_themselves_to_a_trace_by_name_and_input():
     from noisesnn_jax import tracing
 
     model, x = _Every(), jnp.ones((2, 6, 6, 1))
-    graph = tracing.trace(model, model.init(jax.random.key(0), x), x)
+    variables = model.init(jax.random.key(0), x)
+    graph = tracing.trace(model, variables, x)
     ops = [n.op for n in graph.nodes if n.op != "module"]
     assert ops == ["conv", "spiking", "pool", "global_avg_pool", "flatten", "dense", "add", "spiking", "dense",
                    "readout"]
@@ -149,8 +150,7 @@ def test_the_functional_layers_report_themselves_to_a_trace_by_name_and_input():
     assert [graph.source(add_node, i).op for i in range(2)] == ["global_avg_pool", "dense"]
     assert by_op["readout"].attrs == dict(timesteps=1) and graph.source(by_op["readout"]).op == "dense"
     assert by_op["readout"] is graph.readout()  # its output is what the model returned (Node.output)
-    logits = model.apply(model.init(jax.random.key(0), x), x)
-    np.testing.assert_array_equal(by_op["readout"].output, logits)
+    np.testing.assert_array_equal(by_op["readout"].output, model.apply(variables, x))
     with tracing._recording() as recorder:  # the default padding, as NIR export reads it
         layers.pool2d(x, "avg", 2, 2)
     assert recorder.nodes[0].attrs == dict(kind="avg", window=2, stride=2, padding="VALID")
